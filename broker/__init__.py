@@ -1,0 +1,1 @@
+"""The federation broker: SAML SP + OIDC RP in front of the API management portal."""

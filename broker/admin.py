@@ -1,0 +1,142 @@
+"""Django admin for IdPs, roles, mappings, federated identities and the audit log.
+
+Every change made here is audited like a CLI change (``save_model``/``delete_model`` call
+the same services), so the admin is never a side door.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db import transaction
+from django.http import HttpRequest
+
+from broker import audit
+from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
+from broker.services import roles as roles_service
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Record create/change/delete with before/after values (secrets redacted)."""
+
+    audit_name = ""
+
+    def _summary(self, obj) -> dict:
+        return obj.summary() if hasattr(obj, "summary") else {"id": obj.pk, "repr": str(obj)}
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        before = None
+        if change:
+            before = self._summary(type(obj).objects.get(pk=obj.pk))
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit.record(
+                f"{self.audit_name}.{'changed' if change else 'created'}",
+                actor=request.user.get_username(), via="admin",
+                before=before, after=self._summary(obj),
+            )
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        with transaction.atomic():
+            before = self._summary(obj)
+            super().delete_model(request, obj)
+            audit.record(f"{self.audit_name}.removed", actor=request.user.get_username(),
+                         via="admin", before=before)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(IdentityProvider)
+class IdentityProviderAdmin(AuditedAdmin):
+    audit_name = "idp"
+    list_display = ("slug", "name", "protocol", "enabled", "jit_allowed", "legacy_crypto",
+                    "last_login_at")
+    list_filter = ("protocol", "enabled", "legacy_crypto", "jit_allowed")
+    search_fields = ("slug", "name")
+    readonly_fields = ("last_login_at", "created_at", "updated_at")
+
+
+class RoleMappingInline(admin.TabularInline):
+    model = RoleMapping
+    extra = 0
+    fields = ("idp", "claim", "value", "match")
+
+    def has_add_permission(self, request, obj=None):
+        return False  # added through the audited mapping admin / CLI / API
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Role)
+class RoleAdmin(AuditedAdmin):
+    audit_name = "role"
+    list_display = ("name", "description", "grants_staff", "grants_superuser", "created_at")
+    list_filter = ("grants_staff", "grants_superuser")
+    search_fields = ("name", "description")
+    exclude = ("group",)
+    inlines = [RoleMappingInline]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            with transaction.atomic():
+                role = roles_service.add_role(
+                    obj.name, description=obj.description, grants_staff=obj.grants_staff,
+                    grants_superuser=obj.grants_superuser, actor=request.user.get_username(),
+                    via="admin",
+                )
+                obj.pk, obj.group_id = role.pk, role.group_id
+            return
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(RoleMapping)
+class RoleMappingAdmin(AuditedAdmin):
+    audit_name = "mapping"
+    list_display = ("role", "idp", "claim", "match", "value", "created_at")
+    list_filter = ("role", "idp", "match", "claim")
+    search_fields = ("claim", "value", "role__name")
+    list_select_related = ("role", "idp")
+
+
+@admin.register(FederatedIdentity)
+class FederatedIdentityAdmin(AuditedAdmin):
+    audit_name = "identity"
+    list_display = ("idp", "subject", "user", "last_login_at", "created_at")
+    list_filter = ("idp",)
+    search_fields = ("subject", "user__username", "user__email")
+    list_select_related = ("idp", "user")
+    readonly_fields = ("last_login_at", "last_attributes", "created_at")
+    raw_id_fields = ("user",)
+
+
+@admin.register(UserRole)
+class UserRoleAdmin(AuditedAdmin):
+    audit_name = "user_role"
+    list_display = ("user", "role", "source", "granted_at")
+    list_filter = ("source", "role")
+    search_fields = ("user__username", "role__name")
+    raw_id_fields = ("user",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only for everyone, superusers included."""
+
+    list_display = ("id", "time", "action", "outcome", "actor", "idp", "reason", "source_ip")
+    list_filter = ("action", "outcome", "idp", "time")
+    search_fields = ("actor", "subject", "request_id", "reason")
+    date_hierarchy = "time"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

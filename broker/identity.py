@@ -1,0 +1,94 @@
+"""(idp, subject) -> local user. Just-in-time provisioning; never matched on e-mail."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from broker.errors import LoginError
+from broker.models import FederatedIdentity, IdentityProvider
+from broker.principal import Principal
+
+_USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
+
+
+def _username_for(principal: Principal) -> str:
+    """A readable, unique-enough local username; cosmetic (the link is the identity)."""
+    base = _USERNAME_UNSAFE.sub("_", f"{principal.idp}.{principal.subject}")
+    if len(base) <= 140:
+        return base
+    digest = hashlib.sha256(principal.subject.encode()).hexdigest()[:16]
+    return f"{base[:120]}.{digest}"
+
+
+def _profile_fields(principal: Principal) -> dict[str, str]:
+    return {
+        "email": (principal.email or "")[:254],
+        "first_name": (principal.first("given_name") or "")[:150],
+        "last_name": (principal.first("family_name") or "")[:150],
+    }
+
+
+def resolve_user(principal: Principal, idp: IdentityProvider) -> AbstractBaseUser:
+    """The local user for ``principal``, provisioning one when the IdP allows it.
+
+    Raises ``LoginError`` when there is no user and JIT is off, or the user is inactive.
+    Must run inside the login transaction.
+    """
+    link = (
+        FederatedIdentity.objects.select_related("user")
+        .filter(idp=idp, subject=principal.subject)
+        .first()
+    )
+    now = timezone.now()
+    attributes = {k: list(v) for k, v in principal.attributes.items()}
+    if link is None:
+        if not idp.jit_allowed:
+            raise LoginError("unknown_user", f"no local user for {idp.slug}:{principal.subject}")
+        link = _provision(principal, idp, attributes)
+    user = link.user
+    if not user.is_active:
+        raise LoginError("account_disabled")
+    if getattr(user, "has_usable_password", lambda: False)():
+        # A local password account (break-glass, createsuperuser) is never an SSO identity.
+        raise LoginError("account_not_federated")
+    link.last_login_at = now
+    link.last_attributes = attributes
+    link.save(update_fields=["last_login_at", "last_attributes"])
+    profile = _profile_fields(principal)
+    changed = [name for name, value in profile.items() if getattr(user, name) != value]
+    for name in changed:
+        setattr(user, name, profile[name])
+    if changed:
+        user.save(update_fields=changed)
+    return user
+
+
+def _provision(principal: Principal, idp: IdentityProvider, attributes: dict) -> FederatedIdentity:
+    User = get_user_model()
+    username = _username_for(principal)
+    suffix = 0
+    while True:
+        candidate = username if suffix == 0 else f"{username[:140]}.{suffix}"
+        try:
+            with transaction.atomic():
+                user = User(username=candidate, **_profile_fields(principal))
+                user.set_unusable_password()
+                user.save()
+                return FederatedIdentity.objects.create(
+                    idp=idp, subject=principal.subject, user=user, last_attributes=attributes
+                )
+        except IntegrityError:
+            # Either the username is taken (try the next) or a concurrent first login of the
+            # same subject won the race (use its link).
+            existing = FederatedIdentity.objects.filter(idp=idp, subject=principal.subject).first()
+            if existing is not None:
+                return existing
+            suffix += 1
+            if suffix > 50:
+                raise

@@ -1,0 +1,128 @@
+"""complete_login(): the one place where identity, roles, audit and the session meet.
+
+Protocol adapters verify and hand over a ``Principal``; everything after that is
+protocol-blind and lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.contrib.auth import login as django_login
+from django.db import DatabaseError, transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils import timezone
+
+from broker import audit, context, identity, rbac
+from broker.errors import LoginError
+from broker.middleware import SESSION_AUTH_AT, SESSION_SEEN_AT
+from broker.models import IdentityProvider
+from broker.principal import Principal
+from broker.redirects import safe_next
+
+logger = logging.getLogger("broker.login")
+
+# Session keys a successful login writes; /sso/me/ and forward-auth read them, so the hot
+# path needs no database query.
+SESSION_IDP = "broker_idp"
+SESSION_SUBJECT = "broker_subject"
+SESSION_ROLES = "broker_roles"
+SESSION_EMAIL = "broker_email"
+SESSION_INDEX = "broker_session_index"
+
+BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def _backend_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning "our own storage is down": fail closed with a 503."""
+    errors: list[type[BaseException]] = [DatabaseError]
+    try:
+        from redis.exceptions import RedisError
+
+        errors.append(RedisError)
+    except ImportError:  # pragma: no cover - redis is a hard dependency
+        pass
+    return tuple(errors)
+
+
+BACKEND_ERRORS = _backend_errors()
+
+
+def complete_login(request: HttpRequest, principal: Principal, next_url: str | None = None) -> HttpResponse:
+    """Resolve identity, sync roles, audit, start a fresh session, redirect safely.
+
+    Raises ``LoginError``; the caller renders it with ``login_failed``.
+    """
+    try:
+        idp = IdentityProvider.objects.get(slug=principal.idp)
+    except IdentityProvider.DoesNotExist:
+        raise LoginError("idp_unknown") from None
+    if not idp.enabled:
+        raise LoginError("idp_disabled")
+    try:
+        with transaction.atomic():
+            user = identity.resolve_user(principal, idp)
+            grants = rbac.roles_for(principal.idp, principal.attributes, rbac.rules_for_idp(idp))
+            change = rbac.sync_roles(user, grants.keys())
+            IdentityProvider.objects.filter(pk=idp.pk).update(last_login_at=timezone.now())
+            audit.record(
+                "login.succeeded",
+                actor=user.get_username(),
+                idp=principal.idp,
+                subject=principal.subject,
+                protocol=principal.protocol,
+                roles=change.roles,
+                roles_granted=change.granted,
+                roles_revoked=change.revoked,
+                rules={role: [r.id for r in rules] for role, rules in grants.items()},
+                authn_context=principal.authn_context,
+            )
+            # Inside the transaction: if the session store (Redis) fails, nothing is kept.
+            django_login(request, user, backend=BACKEND)  # rotates the session key
+            now = int(time.time())
+            request.session.update({
+                SESSION_IDP: principal.idp,
+                SESSION_SUBJECT: principal.subject,
+                SESSION_ROLES: change.roles,
+                SESSION_EMAIL: principal.email or "",
+                SESSION_INDEX: principal.session_index or "",
+                SESSION_AUTH_AT: now,
+                SESSION_SEEN_AT: now,
+            })
+    except BACKEND_ERRORS as exc:
+        logger.error("login storage failure: %s", type(exc).__name__)
+        raise LoginError("backend_unavailable", type(exc).__name__) from exc
+    context.set_actor(user.get_username())
+    return HttpResponseRedirect(safe_next(next_url))
+
+
+def login_failed(
+    request: HttpRequest, error: LoginError, *, idp: str = "", subject: str = ""
+) -> HttpResponse:
+    """Audit ``login.failed`` with the error's code and render the error page."""
+    try:
+        audit.record(
+            "login.failed", outcome="failure", idp=idp, subject=subject,
+            reason=error.code, detail=error.detail[:500],
+        )
+    except BACKEND_ERRORS as exc:
+        # The page still tells the user what happened; the log keeps the trace for ops.
+        logger.error("could not audit login.failed (%s): %s", error.code, type(exc).__name__)
+    logger.warning("login failed idp=%s code=%s", idp or "-", error.code)
+    return render_error(request, error)
+
+
+def render_error(request: HttpRequest, error: LoginError) -> HttpResponse:
+    return render(
+        request,
+        "broker/error.html",
+        {
+            "code": error.code,
+            "title": error.info.title,
+            "hint": error.info.hint,
+            "request_id": getattr(request, "request_id", ""),
+        },
+        status=error.status,
+    )

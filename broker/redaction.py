@@ -1,0 +1,29 @@
+"""Keep secrets out of logs, audit payloads, CLI output and error pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[redacted]"
+# Keys whose values are secrets. A key naming where a secret lives (``*_env``, ``*_file``)
+# is a reference, not a secret, and stays readable.
+_SECRET_KEY = re.compile(r"(secret|password|passwd|private_key|token|credential|api_key)", re.I)
+_REFERENCE_KEY = re.compile(r"_(env|file|path|ref)$", re.I)
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _REFERENCE_KEY.search(key)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with the values of secret-looking keys replaced, recursively."""
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if is_secret_key(str(k)) and v not in (None, "") else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value

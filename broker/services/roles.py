@@ -1,0 +1,155 @@
+"""Roles and mapping rules: add, remove, set, and the ``mapping test`` simulator."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from broker import audit, rbac
+from broker.models import IdentityProvider, Role, RoleMapping
+from broker.models.roles import MAX_PATTERN_LENGTH, role_name_validator
+from broker.principal import normalize_attributes
+
+
+class RoleNotFound(Exception):
+    """The brief's "Role Not Found": a mapping may only target an existing role."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Role Not Found: {name}")
+
+
+class IdpNotFound(Exception):
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        super().__init__(f"IdP Not Found: {slug}")
+
+
+def _group_name(role_name: str) -> str:
+    return f"role:{role_name}"
+
+
+def add_role(
+    name: str, *, description: str = "", grants_staff: bool = False,
+    grants_superuser: bool = False, actor: str | None = None, via: str = "cli",
+) -> Role:
+    role_name_validator(name)
+    with transaction.atomic():
+        if Role.objects.filter(name=name).exists():
+            raise ValidationError(f"role {name!r} already exists")
+        group, _ = Group.objects.get_or_create(name=_group_name(name))
+        role = Role.objects.create(
+            name=name, description=description, group=group,
+            grants_staff=grants_staff or grants_superuser, grants_superuser=grants_superuser,
+        )
+        audit.record("role.created", actor=actor, via=via, after=role.summary())
+    return role
+
+
+def remove_role(name: str, *, force: bool = False, actor: str | None = None, via: str = "cli") -> int:
+    """Remove a role. Refused while mappings target it unless ``force`` (which removes
+    them too). Returns the number of mappings removed. Holders lose the role now."""
+    with transaction.atomic():
+        role = Role.objects.select_for_update().filter(name=name).first()
+        if role is None:
+            raise RoleNotFound(name)
+        mappings = list(role.mappings.select_related("idp", "role"))
+        if mappings and not force:
+            raise ValidationError(
+                f"role {name!r} is the target of {len(mappings)} mapping(s); "
+                "remove them first or use --force"
+            )
+        holders = list(role.holders.select_related("user"))
+        removed = [m.summary() for m in mappings]
+        for mapping in mappings:
+            mapping.delete()
+        group = role.group
+        role.delete()  # cascades to UserRole rows
+        for holder in holders:
+            rbac.apply_role_effects(holder.user)
+        group.delete()
+        audit.record(
+            "role.removed", actor=actor, via=via, before=role.summary(),
+            mappings_removed=removed, holders=[h.user.get_username() for h in holders],
+        )
+    return len(mappings)
+
+
+def _resolve_idp(slug: str | None) -> IdentityProvider | None:
+    if not slug:
+        return None
+    idp = IdentityProvider.objects.filter(slug=slug).first()
+    if idp is None:
+        raise IdpNotFound(slug)
+    return idp
+
+
+def set_mapping(
+    *, claim: str, value: str, role: str, idp: str | None = None, regex: bool = False,
+    actor: str | None = None, via: str = "cli",
+) -> tuple[RoleMapping, bool]:
+    """Create the mapping (claim, value) -> role; idempotent. Returns (mapping, created).
+
+    Raises ``RoleNotFound`` without touching the database when the role does not exist.
+    """
+    claim = claim.strip()
+    if not claim:
+        raise ValidationError("claim must not be empty")
+    if not value or len(value) > MAX_PATTERN_LENGTH:
+        raise ValidationError(f"value must be 1 to {MAX_PATTERN_LENGTH} characters")
+    if regex:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValidationError(f"invalid regular expression: {exc}") from exc
+    with transaction.atomic():
+        role_obj = Role.objects.filter(name=role).first()
+        if role_obj is None:
+            raise RoleNotFound(role)
+        idp_obj = _resolve_idp(idp)
+        match = RoleMapping.Match.REGEX if regex else RoleMapping.Match.EXACT
+        mapping, created = RoleMapping.objects.get_or_create(
+            idp=idp_obj, claim=claim, value=value, match=match, role=role_obj
+        )
+        if created:
+            audit.record("mapping.created", actor=actor, via=via, after=mapping.summary())
+    return mapping, created
+
+
+def remove_mapping(mapping_id: int, *, actor: str | None = None, via: str = "cli") -> dict:
+    with transaction.atomic():
+        mapping = RoleMapping.objects.select_related("role", "idp").filter(pk=mapping_id).first()
+        if mapping is None:
+            raise ValidationError(f"no mapping with id {mapping_id}")
+        before = mapping.summary()
+        mapping.delete()
+        audit.record("mapping.removed", actor=actor, via=via, before=before)
+    return before
+
+
+@dataclass(frozen=True)
+class Simulation:
+    idp: str | None
+    attributes: dict[str, tuple[str, ...]]
+    grants: dict[str, list[rbac.Rule]]
+
+
+def simulate(claims: Mapping[str, Any], idp: str | None = None) -> Simulation:
+    """What roles would a login with these claims get? Changes nothing.
+
+    Claims go through the IdP's attribute map (when ``idp`` is given) exactly as at login.
+    Without ``idp``, only rules that apply to every IdP are evaluated.
+    """
+    idp_obj = _resolve_idp(idp)
+    attributes = normalize_attributes(claims, idp_obj.attribute_map if idp_obj else None)
+    rules = rbac.rules_for_idp(idp_obj) if idp_obj else [
+        r for r in rbac.rules_for_idp(None) if r.idp is None
+    ]
+    grants = rbac.roles_for(idp or "", attributes, rules)
+    return Simulation(idp=idp, attributes=attributes, grants=grants)

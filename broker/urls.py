@@ -1,0 +1,14 @@
+"""The broker's browser-facing URLs under /sso/ (see DESIGN.md for the contract)."""
+
+from django.urls import path
+
+from broker import views
+
+app_name = "broker"
+
+urlpatterns = [
+    path("", views.picker, name="picker"),
+    path("me/", views.me, name="me"),
+    path("logout/", views.logout_view, name="logout"),
+    path("<slug:slug>/login/", views.begin_login, name="login"),
+]

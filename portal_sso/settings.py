@@ -1,0 +1,280 @@
+"""Settings for the federation broker: every knob comes from the environment.
+
+Two modes:
+
+* embedded default (``DATABASE_URL`` and ``REDIS_URL`` unset): SQLite under ``var/``,
+  local-memory cache, cache-backed sessions; meant for ``make run`` on a laptop.
+* production: PostgreSQL (psycopg 3) and Redis (django-redis), cache-backed sessions in Redis.
+
+Each variable is documented in README.md ("Settings").
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("BROKER_VAR_DIR", BASE_DIR / "var"))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _read_secret_file(path: str) -> str:
+    """Read a secret from a file that only its owner can read (0600 or stricter)."""
+    file = Path(path)
+    mode = file.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ImproperlyConfigured(f"{path} must not be readable by group or others (mode {mode:o})")
+    return file.read_text().strip()
+
+
+def _dev_secret_key() -> str:
+    """A development key generated once under var/ with mode 0600."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(64))
+    return _read_secret_file(str(key_file))
+
+
+DEBUG = _env_bool("DEBUG", False)
+
+# An embedded default (SQLite + local memory) when no external services are configured.
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+EMBEDDED = not DATABASE_URL and not REDIS_URL
+
+if os.environ.get("SECRET_KEY"):
+    SECRET_KEY = os.environ["SECRET_KEY"]
+elif os.environ.get("SECRET_KEY_FILE"):
+    SECRET_KEY = _read_secret_file(os.environ["SECRET_KEY_FILE"])
+elif DEBUG or EMBEDDED:
+    # The embedded default is a development set-up: a per-checkout key, never committed.
+    SECRET_KEY = _dev_secret_key()
+else:
+    raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG is off")
+
+# Public base URL of the broker (scheme + host [+ port]); SAML entity IDs and OIDC
+# redirect URIs are built from it, so it must be what browsers and IdPs see.
+BASE_URL = os.environ.get("BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+_base = urlsplit(BASE_URL)
+if _base.scheme not in {"http", "https"} or not _base.hostname:
+    raise ImproperlyConfigured(f"BASE_URL must be an absolute http(s) URL, got {BASE_URL!r}")
+
+_default_hosts = [_base.hostname]
+if DEBUG or EMBEDDED:
+    _default_hosts += ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", _default_hosts)
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [f"{_base.scheme}://{_base.netloc}"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "broker",
+]
+
+MIDDLEWARE = [
+    "broker.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "broker.middleware.SessionLifetimeMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal_sso.urls"
+WSGI_APPLICATION = "portal_sso.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=_env_int("DB_CONN_MAX_AGE", 60),
+            conn_health_checks=True,
+        )
+    }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})
+        DATABASES["default"]["OPTIONS"].setdefault(
+            "connect_timeout", _env_int("DB_CONNECT_TIMEOUT", 5)
+        )
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "broker.sqlite3",
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, login state and sessions ----------------------------------------------------
+# Fail closed: django-redis must raise, never pretend a missing key (DESIGN.md invariants).
+DJANGO_REDIS_IGNORE_EXCEPTIONS = False
+REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "sso")
+
+if REDIS_URL:
+    _redis_options = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SOCKET_CONNECT_TIMEOUT": 2,
+        "SOCKET_TIMEOUT": 2,
+        "IGNORE_EXCEPTIONS": False,
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_KEY_PREFIX,
+            "OPTIONS": _redis_options,
+        },
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "broker-default",
+        },
+    }
+
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+SESSION_CACHE_ALIAS = "default"
+
+# Session lifetimes: an absolute maximum from login, and an idle timeout (Keycloak's
+# "SSO Session Max" and "SSO Session Idle").
+SESSION_MAX_AGE = _env_int("SESSION_MAX_AGE", 10 * 3600)
+SESSION_IDLE_TIMEOUT = _env_int("SESSION_IDLE_TIMEOUT", 30 * 60)
+SESSION_COOKIE_AGE = SESSION_MAX_AGE
+# Pending logins (SAML request IDs, OIDC state/nonce/PKCE) live this long.
+LOGIN_STATE_TTL = _env_int("LOGIN_STATE_TTL", 600)
+
+# Default clock skew allowed for IdP timestamps, per IdP overridable.
+CLOCK_SKEW_SECONDS = _env_int("CLOCK_SKEW_SECONDS", 60)
+
+# --- Cookies and transport security ----------------------------------------------------
+# Secure cookies need HTTPS; a local http:// BASE_URL (make run) cannot use them.
+SECURE_COOKIES = _env_bool("SECURE_COOKIES", _base.scheme == "https")
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+# The __Host- prefix pins the cookie to this exact host, Secure, Path=/ and no Domain.
+SESSION_COOKIE_NAME = "__Host-sso_session" if SECURE_COOKIES else "sso_session"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if SECURE_COOKIES else "csrftoken"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", SECURE_COOKIES)
+# Probes and scrapers talk plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE_COOKIES else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if _env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Reverse proxies whose X-Forwarded-For we believe (IPs or CIDRs), for audit source IPs.
+TRUSTED_PROXIES = _env_list("TRUSTED_PROXIES", [])
+
+# --- Redirects -------------------------------------------------------------------------
+# Hosts (besides our own) that ``next`` / RelayState may send a browser to after login.
+REDIRECT_ALLOWED_HOSTS = _env_list("REDIRECT_ALLOWED_HOSTS", [])
+LOGIN_URL = "/sso/"
+LOGIN_REDIRECT_URL = os.environ.get("LOGIN_REDIRECT_URL", "/sso/me/")
+
+# --- Auth ------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Misc ------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "broker.middleware.RequestIdLogFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

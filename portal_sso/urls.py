@@ -1,0 +1,18 @@
+"""URL map: the contract in DESIGN.md ("Contracts other tools rely on")."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from broker import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("sso/", include("broker.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "broker.views.bad_request"
+handler403 = "broker.views.permission_denied"
+handler404 = "broker.views.page_not_found"
+handler500 = "broker.views.server_error"
