@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.http import HttpRequest
 
-from broker import audit
+from broker import audit, rbac
 from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
 from broker.services import roles as roles_service
 
@@ -81,17 +81,27 @@ class RoleAdmin(AuditedAdmin):
     exclude = ("group",)
     inlines = [RoleMappingInline]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Renaming would silently change what every mapping grants; add a new role instead.
+        return ("name", "created_at") if obj else ("created_at",)
+
     def save_model(self, request, obj, form, change):
-        if not change:
-            with transaction.atomic():
-                role = roles_service.add_role(
-                    obj.name, description=obj.description, grants_staff=obj.grants_staff,
-                    grants_superuser=obj.grants_superuser, actor=request.user.get_username(),
-                    via="admin",
-                )
-                obj.pk, obj.group_id = role.pk, role.group_id
+        actor = request.user.get_username()
+        if change:
+            roles_service.update_role(
+                obj, description=obj.description, grants_staff=obj.grants_staff,
+                grants_superuser=obj.grants_superuser, actor=actor, via="admin",
+            )
             return
-        super().save_model(request, obj, form, change)
+        role = roles_service.add_role(
+            obj.name, description=obj.description, grants_staff=obj.grants_staff,
+            grants_superuser=obj.grants_superuser, actor=actor, via="admin",
+        )
+        obj.pk, obj.group_id = role.pk, role.group_id
+
+    def delete_model(self, request, obj):
+        # The same path as `role remove`: holders lose the group and flags now.
+        roles_service.remove_role(obj.name, actor=request.user.get_username(), via="admin")
 
 
 @admin.register(RoleMapping)
@@ -116,11 +126,24 @@ class FederatedIdentityAdmin(AuditedAdmin):
 
 @admin.register(UserRole)
 class UserRoleAdmin(AuditedAdmin):
+    """Manual role assignments (federation rows are owned by login-time sync)."""
+
     audit_name = "user_role"
     list_display = ("user", "role", "source", "granted_at")
     list_filter = ("source", "role")
     search_fields = ("user__username", "role__name")
     raw_id_fields = ("user",)
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            rbac.apply_role_effects(obj.user)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            user = obj.user
+            super().delete_model(request, obj)
+            rbac.apply_role_effects(user)
 
 
 @admin.register(AuditEvent)

@@ -129,6 +129,10 @@ def apply_role_effects(user: AbstractBaseUser) -> list[str]:
         user.groups.remove(*remove)
     if add:
         user.groups.add(*add)
+    if not user.federated_identities.exists():
+        # Local accounts (createsuperuser, break-glass) keep the flags an admin gave them;
+        # roles decide staff/superuser status only for federated users.
+        return sorted(r.name for r in held_roles)
     is_superuser = any(r.grants_superuser for r in held_roles)
     is_staff = is_superuser or any(r.grants_staff for r in held_roles)
     if (user.is_staff, user.is_superuser) != (is_staff, is_superuser):

@@ -9,8 +9,13 @@ from typing import Any
 REDACTED = "[redacted]"
 # Keys whose values are secrets. A key naming where a secret lives (``*_env``, ``*_file``)
 # is a reference, not a secret, and stays readable.
-_SECRET_KEY = re.compile(r"(secret|password|passwd|private_key|token|credential|api_key)", re.I)
-_REFERENCE_KEY = re.compile(r"_(env|file|path|ref)$", re.I)
+_SECRET_KEY = re.compile(
+    r"(secret|password|passwd|passphrase|private|token|credential|api_?key|signing_key|sp_key|"
+    r"key_pem|_key$|^key$)",
+    re.I,
+)
+# Names that look secret but hold where a secret lives, or a public value.
+_REFERENCE_KEY = re.compile(r"(_(env|file|path|ref|endpoint|url|uri)$|^public|_public)", re.I)
 
 
 def is_secret_key(key: str) -> bool:
@@ -27,3 +32,19 @@ def redact(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
+
+
+def secret_paths(value: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of non-empty secret-looking values in ``value`` (for refusing them)."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            path = f"{prefix}{k}"
+            if is_secret_key(str(k)) and v not in (None, ""):
+                found.append(path)
+            else:
+                found.extend(secret_paths(v, path + "."))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found.extend(secret_paths(v, f"{prefix}{i}."))
+    return found

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from broker import context
-from broker.services.roles import IdpNotFound, RoleNotFound
+from broker.services.lookup import IdpNotFound, RoleNotFound
 
 # Exit codes: 1 unexpected failure, 2 refused (bad input, missing object; nothing changed).
 EXIT_REFUSED = 2

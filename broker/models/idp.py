@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -58,6 +59,16 @@ class IdentityProvider(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"
+
+    def clean(self) -> None:
+        from broker.redaction import secret_paths
+
+        leaked = secret_paths(self.config)
+        if leaked:
+            raise ValidationError({"config": (
+                "Secrets are never stored in the configuration; reference them instead "
+                f"(e.g. client_secret_env / client_secret_file): {', '.join(leaked)}"
+            )})
 
     @property
     def clock_skew(self) -> int:

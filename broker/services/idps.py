@@ -10,14 +10,9 @@ from django.db import transaction
 
 from broker import audit
 from broker.models import IdentityProvider
-from broker.services.roles import IdpNotFound
+from broker.services.lookup import IdpNotFound, get_idp
 
-
-def get_idp(slug: str) -> IdentityProvider:
-    idp = IdentityProvider.objects.filter(slug=slug).first()
-    if idp is None:
-        raise IdpNotFound(slug)
-    return idp
+__all__ = ["get_idp", "remove", "set_enabled"]
 
 
 def set_enabled(slug: str, enabled: bool, *, actor: str | None = None, via: str = "cli") -> bool:

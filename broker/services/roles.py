@@ -15,20 +15,9 @@ from broker import audit, rbac
 from broker.models import IdentityProvider, Role, RoleMapping
 from broker.models.roles import MAX_PATTERN_LENGTH, role_name_validator
 from broker.principal import normalize_attributes
+from broker.services.lookup import IdpNotFound, RoleNotFound, get_idp
 
-
-class RoleNotFound(Exception):
-    """The brief's "Role Not Found": a mapping may only target an existing role."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"Role Not Found: {name}")
-
-
-class IdpNotFound(Exception):
-    def __init__(self, slug: str) -> None:
-        self.slug = slug
-        super().__init__(f"IdP Not Found: {slug}")
+__all__ = ["IdpNotFound", "RoleNotFound", "add_role", "remove_role", "set_mapping", "simulate"]
 
 
 def _group_name(role_name: str) -> str:
@@ -43,12 +32,33 @@ def add_role(
     with transaction.atomic():
         if Role.objects.filter(name=name).exists():
             raise ValidationError(f"role {name!r} already exists")
-        group, _ = Group.objects.get_or_create(name=_group_name(name))
+        if Group.objects.filter(name=_group_name(name)).exists():
+            # Never adopt a group someone else populated (members, permissions).
+            raise ValidationError(f"a Django group named {_group_name(name)!r} already exists")
+        group = Group.objects.create(name=_group_name(name))
         role = Role.objects.create(
             name=name, description=description, group=group,
             grants_staff=grants_staff or grants_superuser, grants_superuser=grants_superuser,
         )
         audit.record("role.created", actor=actor, via=via, after=role.summary())
+    return role
+
+
+def update_role(
+    role: Role, *, description: str, grants_staff: bool, grants_superuser: bool,
+    actor: str | None = None, via: str = "cli",
+) -> Role:
+    """Change a role's description or admin flags; holders get the new flags now."""
+    with transaction.atomic():
+        before = Role.objects.get(pk=role.pk).summary()
+        role.description = description
+        role.grants_superuser = grants_superuser
+        role.grants_staff = grants_staff or grants_superuser
+        role.save(update_fields=["description", "grants_staff", "grants_superuser"])
+        users = {h.user_id: h.user for h in role.holders.select_related("user")}
+        for user in users.values():
+            rbac.apply_role_effects(user)
+        audit.record("role.changed", actor=actor, via=via, before=before, after=role.summary())
     return role
 
 
@@ -71,23 +81,19 @@ def remove_role(name: str, *, force: bool = False, actor: str | None = None, via
             mapping.delete()
         group = role.group
         role.delete()  # cascades to UserRole rows
-        for holder in holders:
-            rbac.apply_role_effects(holder.user)
+        for user in {h.user_id: h.user for h in holders}.values():
+            rbac.apply_role_effects(user)
         group.delete()
         audit.record(
             "role.removed", actor=actor, via=via, before=role.summary(),
-            mappings_removed=removed, holders=[h.user.get_username() for h in holders],
+            mappings_removed=removed,
+            holders=sorted({h.user.get_username() for h in holders}),
         )
     return len(mappings)
 
 
 def _resolve_idp(slug: str | None) -> IdentityProvider | None:
-    if not slug:
-        return None
-    idp = IdentityProvider.objects.filter(slug=slug).first()
-    if idp is None:
-        raise IdpNotFound(slug)
-    return idp
+    return get_idp(slug) if slug else None
 
 
 def set_mapping(

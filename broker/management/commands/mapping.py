@@ -9,6 +9,7 @@ from django.core.management.base import CommandError
 from broker.management.base import EXIT_REFUSED, SubcommandCommand
 from broker.models import RoleMapping
 from broker.services import roles as service
+from broker.services.lookup import get_idp
 
 
 class Command(SubcommandCommand):
@@ -52,6 +53,7 @@ class Command(SubcommandCommand):
     def handle_list(self, *, idp: str | None, role: str | None, json: bool, **_) -> None:
         qs = RoleMapping.objects.select_related("role", "idp").order_by("id")
         if idp:
+            get_idp(idp)
             qs = qs.filter(idp__slug=idp) | qs.filter(idp__isnull=True)
         if role:
             qs = qs.filter(role__name=role)
