@@ -62,6 +62,45 @@ CODES: dict[str, ErrorInfo] = {
     "backend_unavailable": ErrorInfo(503, "Service temporarily unavailable",
                                      "The broker's database or Redis did not answer; see /readyz."),
     "login_failed": ErrorInfo(400, "Login failed", "See the audit log entry for this request ID."),
+    # --- SAML ---------------------------------------------------------------------------
+    "idp_metadata_expired": ErrorInfo(503, "IdP metadata expired",
+                                      "The IdP's metadata is past its validUntil: run "
+                                      "`manage.py idp refresh SLUG` or check the metadata URL."),
+    "saml_malformed": ErrorInfo(400, "Malformed SAML response",
+                                "The response is not valid SAML (encoding, XML or schema)."),
+    "saml_doctype": ErrorInfo(400, "SAML response refused",
+                              "The response declares a DOCTYPE or entities; these are never accepted."),
+    "saml_too_large": ErrorInfo(413, "SAML message too large",
+                                "The POST body exceeds SAML_MAX_POST_BYTES."),
+    "saml_unsolicited": ErrorInfo(400, "Unsolicited SAML response",
+                                  "IdP-initiated login is not enabled for this IdP; start the login "
+                                  "from the portal instead."),
+    "saml_in_response_to": ErrorInfo(400, "SAML response does not match a pending login",
+                                     "The response answers a request this browser did not send to "
+                                     "this IdP (or one that expired)."),
+    "saml_replay": ErrorInfo(400, "SAML assertion replayed",
+                             "This assertion was already used. Start a new login."),
+    "saml_audience": ErrorInfo(400, "SAML audience mismatch",
+                               "The assertion is not for this SP: check the SP entity ID the IdP "
+                               "has registered (see our metadata)."),
+    "saml_destination": ErrorInfo(400, "SAML destination mismatch",
+                                  "Destination/Recipient is not this SP's ACS URL: check BASE_URL and "
+                                  "the ACS URL registered at the IdP."),
+    "saml_issuer": ErrorInfo(400, "SAML issuer mismatch",
+                             "The response was issued by another entity than this IdP."),
+    "saml_subject_confirmation": ErrorInfo(400, "SAML subject confirmation failed",
+                                           "No valid bearer SubjectConfirmation for this SP."),
+    "saml_weak_algorithm": ErrorInfo(400, "Weak SAML algorithm refused",
+                                     "SHA-1, RSA-1_5 or 3DES used by an IdP not marked legacy."),
+    "saml_assertion_count": ErrorInfo(400, "SAML response must hold exactly one assertion",
+                                      "The response carried none or several assertions."),
+    "saml_unsigned": ErrorInfo(400, "SAML assertion not signed",
+                               "Neither the Response nor the Assertion carries a valid signature."),
+    "saml_decrypt": ErrorInfo(400, "SAML decryption failed",
+                              "The encrypted assertion could not be decrypted with our keys: check "
+                              "the encryption certificate the IdP has for us."),
+    "saml_status": ErrorInfo(400, "The IdP refused the login",
+                             "The IdP returned a non-success SAML status (see the audit event)."),
 }
 
 

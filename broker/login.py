@@ -31,6 +31,7 @@ SESSION_SUBJECT = "broker_subject"
 SESSION_ROLES = "broker_roles"
 SESSION_EMAIL = "broker_email"
 SESSION_INDEX = "broker_session_index"
+SESSION_PROTOCOL = "broker_protocol"
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -50,10 +51,15 @@ def _backend_errors() -> tuple[type[BaseException], ...]:
 BACKEND_ERRORS = _backend_errors()
 
 
-def complete_login(request: HttpRequest, principal: Principal, next_url: str | None = None) -> HttpResponse:
+def complete_login(
+    request: HttpRequest, principal: Principal, next_url: str | None = None,
+    session_data: dict | None = None,
+) -> HttpResponse:
     """Resolve identity, sync roles, audit, start a fresh session, redirect safely.
 
-    Raises ``LoginError``; the caller renders it with ``login_failed``.
+    ``session_data`` is what the protocol adapter needs later (SAML NameID for single
+    logout, OIDC ID token hint), stored in the new session. Raises ``LoginError``; the
+    caller renders it with ``login_failed``.
     """
     try:
         idp = IdentityProvider.objects.get(slug=principal.idp)
@@ -90,6 +96,8 @@ def complete_login(request: HttpRequest, principal: Principal, next_url: str | N
                 SESSION_INDEX: principal.session_index or "",
                 SESSION_AUTH_AT: now,
                 SESSION_SEEN_AT: now,
+                SESSION_PROTOCOL: principal.protocol,
+                **{f"broker_{k}": v for k, v in (session_data or {}).items()},
             })
     except BACKEND_ERRORS as exc:
         logger.error("login storage failure: %s", type(exc).__name__)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from broker import views
+from broker import saml_views, views
 
 app_name = "broker"
 
@@ -11,4 +11,6 @@ urlpatterns = [
     path("me/", views.me, name="me"),
     path("logout/", views.logout_view, name="logout"),
     path("<slug:slug>/login/", views.begin_login, name="login"),
+    path("<slug:slug>/saml/metadata/", saml_views.metadata, name="saml-metadata"),
+    path("<slug:slug>/saml/acs/", saml_views.acs, name="saml-acs"),
 ]

@@ -208,6 +208,23 @@ SESSION_COOKIE_AGE = SESSION_MAX_AGE
 # Pending logins (SAML request IDs, OIDC state/nonce/PKCE) live this long.
 LOGIN_STATE_TTL = _env_int("LOGIN_STATE_TTL", 600)
 
+# The browser-binding cookie for pending logins. A SAML IdP POSTs cross-site, which does not
+# carry the Lax session cookie; this short-lived cookie (SameSite=None over HTTPS) only binds
+# the pending request to the browser that started it, and grants nothing by itself.
+LOGIN_BINDING_COOKIE = "__Host-sso_login" if _base.scheme == "https" else "sso_login"
+
+# --- SAML service provider ---------------------------------------------------------------
+# SP keys: current signing/encryption key pair, and the next one published ahead of a
+# rotation (``keys generate|csr|rotate``). Files are 0600.
+SAML_KEY_DIR = Path(os.environ.get("SAML_KEY_DIR", VAR_DIR / "saml"))
+SAML_KEY_SIZE = _env_int("SAML_KEY_SIZE", 4096)
+# ACS/SLO POST bodies larger than this get 413 before any parsing.
+SAML_MAX_POST_BYTES = _env_int("SAML_MAX_POST_BYTES", 256 * 1024)
+SAML_METADATA_FETCH_TIMEOUT = _env_int("SAML_METADATA_FETCH_TIMEOUT", 10)
+# Optional organisation/contact for our SP metadata.
+SAML_SP_ORGANIZATION = os.environ.get("SAML_SP_ORGANIZATION", "API Portal SSO")
+SAML_SP_CONTACT_EMAIL = os.environ.get("SAML_SP_CONTACT_EMAIL", "")
+
 # Default clock skew allowed for IdP timestamps, per IdP overridable.
 CLOCK_SKEW_SECONDS = _env_int("CLOCK_SKEW_SECONDS", 60)
 

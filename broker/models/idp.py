@@ -85,7 +85,8 @@ class IdentityProvider(models.Model):
             "name": self.name,
             "protocol": self.protocol,
             "enabled": self.enabled,
-            "config": redact(self.config),
+            # The metadata document itself is bulky and public: record its fingerprints instead.
+            "config": redact({k: v for k, v in self.config.items() if not k.endswith("_xml")}),
             "attribute_map": self.attribute_map,
             "subject_source": self.subject_source,
             "jit_allowed": self.jit_allowed,

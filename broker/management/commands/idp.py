@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from broker.management.base import SubcommandCommand
+import json as jsonlib
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import CommandError
+
+from broker.management.base import EXIT_REFUSED, SubcommandCommand
 from broker.models import IdentityProvider
 from broker.services import idps as service
 
@@ -11,6 +17,42 @@ class Command(SubcommandCommand):
     help = "Manage identity providers. Every change is audited."
 
     def add_subcommands(self, subparsers) -> None:
+        saml = subparsers.add_parser(
+            "add-saml", help="Register a SAML 2.0 IdP from its metadata.",
+            description="Example: idp add-saml corp --metadata-url "
+                        "https://adfs.corp.example/FederationMetadata/2007-06/FederationMetadata.xml",
+        )
+        saml.add_argument("slug")
+        source = saml.add_mutually_exclusive_group(required=True)
+        source.add_argument("--metadata-url", help="Fetched now and by `idp refresh`.")
+        source.add_argument("--metadata-file", help="A metadata XML file (no automatic refresh).")
+        saml.add_argument("--name", default="", help="Display name on the IdP picker.")
+        saml.add_argument("--entity-id", help="Pick this IdP out of an aggregate.")
+        saml.add_argument("--metadata-signing-cert",
+                          help="PEM file: the metadata must be signed with it (unsigned copies refused).")
+        saml.add_argument("--sp-entity-id",
+                          help="Our entity ID towards this IdP (legacy IdPs that pinned one).")
+        saml.add_argument("--subject-attribute", default="",
+                          help="Canonical attribute holding the subject (e.g. eppn) instead of the NameID.")
+        saml.add_argument("--attribute-map", default="{}",
+                          help='JSON: IdP attribute name -> canonical name, e.g. {"department": "groups"}.')
+        saml.add_argument("--allow-unsolicited", action="store_true",
+                          help="Accept IdP-initiated logins (still replay-checked).")
+        saml.add_argument("--post-binding", action="store_true",
+                          help="Send the AuthnRequest with HTTP-POST instead of HTTP-Redirect.")
+        saml.add_argument("--legacy-crypto", action="store_true",
+                          help="Accept SHA-1 / RSA-1_5 / 3DES from this IdP (warned and audited).")
+        saml.add_argument("--no-jit", action="store_true", help="Do not create users at first login.")
+        saml.add_argument("--clock-skew", type=int, default=None,
+                          help="Seconds (default CLOCK_SKEW_SECONDS).")
+        saml.add_argument("--disabled", action="store_true", help="Register without enabling logins.")
+        ref = subparsers.add_parser(
+            "refresh", help="Fetch SAML metadata again (keeps the last-known-good copy on failure).",
+            description="Run from cron or a systemd timer: `idp refresh --all`.",
+        )
+        target = ref.add_mutually_exclusive_group(required=True)
+        target.add_argument("slug", nargs="?")
+        target.add_argument("--all", action="store_true", help="Every SAML IdP with a metadata URL.")
         lst = subparsers.add_parser("list", help="List IdPs with status.")
         lst.add_argument("--json", action="store_true")
         show = subparsers.add_parser("show", help="Show one IdP's configuration (secrets redacted).")
@@ -23,6 +65,63 @@ class Command(SubcommandCommand):
         rm.add_argument("slug")
         rm.add_argument("--force", action="store_true",
                         help="Also unlink its federated identities (local users stay).")
+
+    def handle_add_saml(self, *, actor: str, slug: str, metadata_url: str | None,
+                        metadata_file: str | None, name: str, entity_id: str | None,
+                        metadata_signing_cert: str | None, sp_entity_id: str | None,
+                        subject_attribute: str, attribute_map: str, allow_unsolicited: bool,
+                        post_binding: bool, legacy_crypto: bool, no_jit: bool, clock_skew: int | None,
+                        disabled: bool, **_) -> None:
+        from broker.protocols.saml.metadata import MetadataError, register
+
+        try:
+            amap = jsonlib.loads(attribute_map)
+        except ValueError as exc:
+            raise CommandError(f"--attribute-map is not JSON: {exc}", returncode=EXIT_REFUSED) from exc
+        options = {"allow_unsolicited": allow_unsolicited,
+                   "authn_binding": "post" if post_binding else "redirect"}
+        if sp_entity_id:
+            options["sp_entity_id"] = sp_entity_id
+        try:
+            idp = register(
+                slug, name=name, metadata_url=metadata_url,
+                metadata_xml=Path(metadata_file).read_bytes() if metadata_file else None,
+                entity_id=entity_id,
+                signing_cert_pem=Path(metadata_signing_cert).read_text() if metadata_signing_cert else None,
+                options=options, legacy_crypto=legacy_crypto, jit_allowed=not no_jit,
+                subject_source=subject_attribute, clock_skew_seconds=clock_skew, attribute_map=amap,
+                enabled=not disabled, actor=actor,
+            )
+        except MetadataError as exc:
+            raise CommandError(f"metadata refused: {exc}", returncode=EXIT_REFUSED) from exc
+        except OSError as exc:
+            raise CommandError(str(exc), returncode=EXIT_REFUSED) from exc
+        if legacy_crypto:
+            self.stderr.write(self.style.WARNING(
+                f"WARNING: {slug} accepts SHA-1/RSA-1_5/3DES (legacy crypto). This is audited."))
+        self.stdout.write(self.style.SUCCESS(
+            f"SAML IdP {slug} registered ({idp.config['entity_id']}).\n"
+            f"Give the IdP our metadata: {settings.BASE_URL}/sso/{slug}/saml/metadata/"))
+
+    def handle_refresh(self, *, actor: str, slug: str | None, all: bool, **_) -> None:
+        from broker.protocols.saml.metadata import refresh
+
+        if all:
+            idps = list(IdentityProvider.objects.filter(protocol="saml").exclude(config__metadata_url=""))
+        else:
+            idps = [service.get_idp(slug or "")]
+        failures = 0
+        for idp in idps:
+            result = refresh(idp, actor=actor)
+            if result.error:
+                failures += 1
+                self.stderr.write(f"{idp.slug}: kept the last-known-good metadata: {result.error}")
+            elif result.changed:
+                self.stdout.write(f"{idp.slug}: metadata updated: {jsonlib.dumps(result.changes)}")
+            else:
+                self.stdout.write(f"{idp.slug}: unchanged")
+        if failures:
+            raise CommandError(f"{failures} refresh(es) failed", returncode=1)
 
     def handle_list(self, *, json: bool, **_) -> None:
         idps = IdentityProvider.objects.order_by("slug")
