@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.mdstore import MetadataStore
+from saml2.mdstore import InMemoryMetaData, MetadataStore
 from saml2.s_utils import UnsupportedBinding
 from saml2.time_util import str_to_time
 
@@ -112,11 +112,14 @@ def parse(xml: bytes | str, *, entity_id: str | None = None, signing_cert_pem: s
     if signing_cert_pem:
         _verify_signature(data, root, signing_cert_pem, allow_legacy)
 
-    store = MetadataStore([], None, check_validity=False)
+    # validUntil is judged by us (is_expired), so an expired copy can still be inspected.
+    document = InMemoryMetaData([], data.decode("utf-8"), check_validity=False)
     try:
-        store.load("inline", data.decode("utf-8"))
+        document.load()
     except Exception as exc:
         raise MetadataError("metadata_malformed", type(exc).__name__) from exc
+    store = MetadataStore([], None)
+    store.metadata["document"] = document
     idps = list(store.identity_providers())
     if entity_id:
         if entity_id not in idps:
