@@ -9,8 +9,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db import transaction
 from django.http import HttpRequest
+from django.urls import path
 
-from broker import audit, rbac
+from broker import admin_saml, audit, rbac
 from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
 from broker.services import roles as roles_service
 
@@ -50,6 +51,16 @@ class AuditedAdmin(admin.ModelAdmin):
 @admin.register(IdentityProvider)
 class IdentityProviderAdmin(AuditedAdmin):
     audit_name = "idp"
+    actions = [admin_saml.refresh_metadata]
+    change_list_template = "admin/broker/idp_changelist.html"
+
+    def get_urls(self):
+        custom = [path("add-saml/", self.admin_site.admin_view(self.add_saml_view),
+                       name="broker_identityprovider_add_saml")]
+        return custom + super().get_urls()
+
+    def add_saml_view(self, request):
+        return admin_saml.register_view(self, request)
     list_display = ("slug", "name", "protocol", "enabled", "jit_allowed", "legacy_crypto",
                     "last_login_at")
     list_filter = ("protocol", "enabled", "legacy_crypto", "jit_allowed")
