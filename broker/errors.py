@@ -62,6 +62,30 @@ CODES: dict[str, ErrorInfo] = {
     "backend_unavailable": ErrorInfo(503, "Service temporarily unavailable",
                                      "The broker's database or Redis did not answer; see /readyz."),
     "login_failed": ErrorInfo(400, "Login failed", "See the audit log entry for this request ID."),
+    # --- OpenID Connect -------------------------------------------------------------------
+    "oidc_error": ErrorInfo(400, "The OpenID Provider returned an error",
+                            "The provider refused the request (see the audit event's detail)."),
+    "oidc_algorithm": ErrorInfo(400, "Token algorithm refused",
+                                "The token's alg is not on this provider's allow-list (never "
+                                "`none`; HS* only when configured)."),
+    "oidc_issuer": ErrorInfo(400, "Token issuer mismatch",
+                             "The ID token's iss is not exactly the configured issuer."),
+    "oidc_audience": ErrorInfo(400, "Token audience mismatch",
+                               "The ID token is not for this client (aud/azp)."),
+    "oidc_claims": ErrorInfo(400, "Token claims missing",
+                             "The ID token lacks a required claim (iss, aud, exp, iat, sub)."),
+    "oidc_nonce": ErrorInfo(400, "Nonce mismatch",
+                            "The ID token's nonce is not the one sent for this login (replay?)."),
+    "oidc_userinfo_mismatch": ErrorInfo(400, "Userinfo subject mismatch",
+                                        "The userinfo endpoint answered for another subject."),
+    "oidc_discovery_mismatch": ErrorInfo(503, "Provider discovery mismatch",
+                                         "The discovery document names another issuer than the "
+                                         "one configured: the provider is refused."),
+    "oidc_mixup": ErrorInfo(400, "Provider mix-up",
+                            "The callback claims to come from another provider than the one "
+                            "this login was started with (RFC 9207)."),
+    "oidc_pkce": ErrorInfo(400, "PKCE verifier missing",
+                           "No PKCE verifier is stored for this login; start again."),
     # --- SAML ---------------------------------------------------------------------------
     "idp_metadata_expired": ErrorInfo(503, "IdP metadata expired",
                                       "The IdP's metadata is past its validUntil: run "

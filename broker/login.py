@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone
 
-from broker import audit, context, identity, rbac
+from broker import audit, context, identity, rbac, sessions
 from broker.errors import LoginError
 from broker.middleware import SESSION_AUTH_AT, SESSION_SEEN_AT
 from broker.models import IdentityProvider
@@ -99,6 +99,12 @@ def complete_login(
                 SESSION_PROTOCOL: principal.protocol,
                 **{f"broker_{k}": v for k, v in (session_data or {}).items()},
             })
+            # Saved now (not at the end of the response) so the key exists for the registry.
+            request.session.save()
+            sessions.register(
+                request.session.session_key, idp=principal.idp, subject=principal.subject,
+                sid=principal.session_index or "", user_id=user.pk,
+            )
     except BACKEND_ERRORS as exc:
         logger.error("login storage failure: %s", type(exc).__name__)
         raise LoginError("backend_unavailable", type(exc).__name__) from exc

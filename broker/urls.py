@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from broker import saml_views, views
+from broker import oidc_views, saml_views, views
 
 app_name = "broker"
 
@@ -13,4 +13,7 @@ urlpatterns = [
     path("<slug:slug>/login/", views.begin_login, name="login"),
     path("<slug:slug>/saml/metadata/", saml_views.metadata, name="saml-metadata"),
     path("<slug:slug>/saml/acs/", saml_views.acs, name="saml-acs"),
+    path("<slug:slug>/oidc/callback/", oidc_views.callback, name="oidc-callback"),
+    path("<slug:slug>/oidc/backchannel-logout/", oidc_views.backchannel_logout,
+         name="oidc-backchannel-logout"),
 ]

@@ -225,6 +225,15 @@ SAML_METADATA_FETCH_TIMEOUT = _env_int("SAML_METADATA_FETCH_TIMEOUT", 10)
 SAML_SP_ORGANIZATION = os.environ.get("SAML_SP_ORGANIZATION", "API Portal SSO")
 SAML_SP_CONTACT_EMAIL = os.environ.get("SAML_SP_CONTACT_EMAIL", "")
 
+# --- OpenID Connect relying party ---------------------------------------------------------
+OIDC_HTTP_TIMEOUT = _env_int("OIDC_HTTP_TIMEOUT", 5)
+# JWKS cache: refetch on an unknown kid at most once per cooldown; refresh a copy older than
+# the interval when convenient; never use keys older than the maximum staleness.
+OIDC_JWKS_REFETCH_COOLDOWN = _env_int("OIDC_JWKS_REFETCH_COOLDOWN", 60)
+OIDC_JWKS_REFRESH_INTERVAL = _env_int("OIDC_JWKS_REFRESH_INTERVAL", 3600)
+OIDC_JWKS_MAX_STALENESS = _env_int("OIDC_JWKS_MAX_STALENESS", 7 * 24 * 3600)
+OIDC_DISCOVERY_REFRESH_INTERVAL = _env_int("OIDC_DISCOVERY_REFRESH_INTERVAL", 24 * 3600)
+
 # Default clock skew allowed for IdP timestamps, per IdP overridable.
 CLOCK_SKEW_SECONDS = _env_int("CLOCK_SKEW_SECONDS", 60)
 

@@ -46,6 +46,47 @@ class Command(SubcommandCommand):
         saml.add_argument("--clock-skew", type=int, default=None,
                           help="Seconds (default CLOCK_SKEW_SECONDS).")
         saml.add_argument("--disabled", action="store_true", help="Register without enabling logins.")
+        oidc = subparsers.add_parser(
+            "add-oidc", help="Register an OpenID Provider (discovery is fetched and checked now).",
+            description="Example: idp add-oidc keycloak --issuer https://kc.example/realms/corp "
+                        "--client-id api_management_portal_01 --client-secret-env KC_SECRET",
+        )
+        oidc.add_argument("slug")
+        oidc.add_argument("--issuer", required=True, help="Exactly as the provider's discovery names it.")
+        oidc.add_argument("--client-id", required=True)
+        secret = oidc.add_mutually_exclusive_group(required=True)
+        secret.add_argument("--client-secret-env", help="Environment variable holding the secret.")
+        secret.add_argument("--client-secret-file", help="File (mode 0600) holding the secret.")
+        secret.add_argument("--private-key-file",
+                            help="PEM private key (0600) for private_key_jwt client authentication.")
+        oidc.add_argument("--scopes", default="openid profile email")
+        oidc.add_argument("--auth-method", default=None,
+                          choices=["client_secret_post", "client_secret_basic", "private_key_jwt"],
+                          help="Default client_secret_post (private_key_jwt with --private-key-file).")
+        oidc.add_argument("--algorithms", default="RS256,PS256,ES256",
+                          help="ID token algorithms accepted (HS* only if listed; never none).")
+        oidc.add_argument("--name", default="")
+        oidc.add_argument("--attribute-map", default="{}", help="JSON: claim name -> canonical name.")
+        oidc.add_argument("--ca-file", default="", help="CA bundle for the back channel.")
+        oidc.add_argument("--mtls-cert-file", default="", help="Client certificate for mTLS.")
+        oidc.add_argument("--mtls-key-file", default="", help="Client key for mTLS.")
+        oidc.add_argument("--no-userinfo", action="store_true", help="Use ID token claims only.")
+        oidc.add_argument("--no-jit", action="store_true")
+        oidc.add_argument("--clock-skew", type=int, default=None)
+        oidc.add_argument("--disabled", action="store_true")
+        rot = subparsers.add_parser(
+            "rotate-secret", help="Rotate an OIDC client secret without downtime.",
+            description="1) create a second secret at the provider; 2) idp rotate-secret SLUG "
+                        "--secondary-env NEW (the broker retries with it on invalid_client); "
+                        "3) idp rotate-secret SLUG --promote (new becomes primary); 4) revoke the old "
+                        "one at the provider.",
+        )
+        rot.add_argument("slug")
+        action = rot.add_mutually_exclusive_group(required=True)
+        action.add_argument("--secondary-env", help="Set the secondary secret from this variable.")
+        action.add_argument("--secondary-file", help="Set the secondary secret from this file (0600).")
+        action.add_argument("--promote", action="store_true", help="Secondary becomes primary.")
+        action.add_argument("--retire", action="store_true", help="Forget the secondary secret.")
         ref = subparsers.add_parser(
             "refresh", help="Fetch SAML metadata again (keeps the last-known-good copy on failure).",
             description="Run from cron or a systemd timer: `idp refresh --all`.",
@@ -103,16 +144,67 @@ class Command(SubcommandCommand):
             f"SAML IdP {slug} registered ({idp.config['entity_id']}).\n"
             f"Give the IdP our metadata: {settings.BASE_URL}/sso/{slug}/saml/metadata/"))
 
+    def handle_add_oidc(self, *, actor: str, slug: str, issuer: str, client_id: str,
+                        client_secret_env: str | None, client_secret_file: str | None,
+                        private_key_file: str | None, scopes: str, auth_method: str | None,
+                        algorithms: str, name: str, attribute_map: str, ca_file: str,
+                        mtls_cert_file: str, mtls_key_file: str, no_userinfo: bool, no_jit: bool,
+                        clock_skew: int | None, disabled: bool, **_) -> None:
+        from broker.errors import LoginError
+        from broker.protocols.oidc.discovery import register
+
+        try:
+            amap = jsonlib.loads(attribute_map)
+        except ValueError as exc:
+            raise CommandError(f"--attribute-map is not JSON: {exc}", returncode=EXIT_REFUSED) from exc
+        method = auth_method or ("private_key_jwt" if private_key_file else "client_secret_post")
+        options = {"ca_file": ca_file, "mtls_cert_file": mtls_cert_file, "mtls_key_file": mtls_key_file,
+                   "userinfo": not no_userinfo}
+        try:
+            idp = register(
+                slug, issuer=issuer, client_id=client_id, name=name,
+                client_secret_env=client_secret_env or "", client_secret_file=client_secret_file or "",
+                private_key_file=private_key_file or "", scopes=scopes, auth_method=method,
+                algorithms=[a.strip() for a in algorithms.split(",") if a.strip()], options=options,
+                jit_allowed=not no_jit, clock_skew_seconds=clock_skew, attribute_map=amap,
+                enabled=not disabled, actor=actor,
+            )
+        except LoginError as exc:
+            raise CommandError(f"provider refused: {exc.code}: {exc.detail}",
+                               returncode=EXIT_REFUSED) from exc
+        self.stdout.write(self.style.SUCCESS(
+            f"OpenID Provider {idp.slug} registered.\n"
+            f"Redirect URI to register at the provider: {settings.BASE_URL}/sso/{slug}/oidc/callback/\n"
+            f"Back-channel logout URI: {settings.BASE_URL}/sso/{slug}/oidc/backchannel-logout/"))
+
+    def handle_rotate_secret(self, *, actor: str, slug: str, secondary_env: str | None,
+                             secondary_file: str | None, promote: bool, retire: bool, **_) -> None:
+        from broker.protocols.oidc.secrets import rotate
+
+        message = rotate(service.get_idp(slug), secondary_env=secondary_env or "",
+                         secondary_file=secondary_file or "", promote=promote, retire=retire, actor=actor)
+        self.stdout.write(self.style.SUCCESS(message))
+
     def handle_refresh(self, *, actor: str, slug: str | None, all: bool, **_) -> None:
-        from broker.protocols.saml.metadata import refresh
+        from broker.protocols.oidc.discovery import refresh as refresh_oidc
+        from broker.protocols.saml.metadata import refresh as refresh_saml
 
         if all:
-            idps = list(IdentityProvider.objects.filter(protocol="saml").exclude(config__metadata_url=""))
+            idps = list(IdentityProvider.objects.exclude(protocol="saml", config__metadata_url=""))
         else:
             idps = [service.get_idp(slug or "")]
         failures = 0
         for idp in idps:
-            result = refresh(idp, actor=actor)
+            if idp.protocol == "oidc":
+                outcome = refresh_oidc(idp, actor=actor)
+                if outcome.get("error"):
+                    failures += 1
+                    self.stderr.write(f"{idp.slug}: kept the last-known-good copy: {outcome['error']}")
+                else:
+                    self.stdout.write(f"{idp.slug}: discovery/JWKS refreshed "
+                                      f"{jsonlib.dumps(outcome['changes']) if outcome['changes'] else ''}")
+                continue
+            result = refresh_saml(idp, actor=actor)
             if result.error:
                 failures += 1
                 self.stderr.write(f"{idp.slug}: kept the last-known-good metadata: {result.error}")

@@ -1,0 +1,62 @@
+"""OpenID Connect endpoints: the authorization callback and back-channel logout. Thin."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from broker import audit, sessions
+from broker.errors import LoginError
+from broker.login import BACKEND_ERRORS, complete_login, login_failed
+from broker.models import IdentityProvider
+
+
+def _oidc_idp(slug: str) -> IdentityProvider:
+    idp = IdentityProvider.objects.filter(slug=slug, protocol=IdentityProvider.Protocol.OIDC).first()
+    if idp is None:
+        raise LoginError("idp_unknown", slug)
+    if not idp.enabled:
+        raise LoginError("idp_disabled", slug)
+    return idp
+
+
+@never_cache
+@require_GET
+def callback(request: HttpRequest, slug: str) -> HttpResponse:
+    from broker.protocols import oidc
+
+    try:
+        idp = _oidc_idp(slug)
+        principal, next_url, session_data = oidc.complete(request, idp)
+        return complete_login(request, principal, next_url, session_data=session_data)
+    except LoginError as exc:
+        return login_failed(request, exc, idp=slug)
+    except BACKEND_ERRORS as exc:
+        return login_failed(request, LoginError("backend_unavailable", type(exc).__name__), idp=slug)
+
+
+@csrf_exempt  # server-to-server POST from the provider; the signed logout token is the proof
+@never_cache
+@require_POST
+def backchannel_logout(request: HttpRequest, slug: str) -> HttpResponse:
+    from broker.protocols.oidc.logout import verify_logout_token
+
+    try:
+        idp = _oidc_idp(slug)
+        claims = verify_logout_token(idp, request.POST.get("logout_token", ""))
+        ended = sessions.end_sessions(idp=slug, sid=claims.get("sid") or "",
+                                      subject=claims.get("sub") or "")
+    except LoginError as exc:
+        audit.record("oidc.backchannel_logout", outcome="failure", idp=slug, reason=exc.code,
+                     detail=exc.detail[:300])
+        return JsonResponse({"error": "invalid_request", "error_description": exc.code}, status=400)
+    except BACKEND_ERRORS as exc:
+        return JsonResponse({"error": "temporarily_unavailable",
+                             "error_description": type(exc).__name__}, status=503)
+    audit.record("oidc.backchannel_logout", idp=slug, subject=claims.get("sub") or "",
+                 sessions_ended=ended, sid_given=bool(claims.get("sid")))
+    response = HttpResponse(status=200)
+    response["Cache-Control"] = "no-store"
+    return response
