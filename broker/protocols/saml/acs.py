@@ -29,6 +29,7 @@ from saml2.saml import NAMEID_FORMAT_TRANSIENT
 from saml2.sigver import DecryptError, MissingKey, SignatureError, SigverError
 from saml2.time_util import str_to_time
 from saml2.validate import ResponseLifetimeExceed, ToEarly
+from saml2.xml.schema import XMLSchemaError
 
 from broker import loginstate
 from broker.errors import LoginError
@@ -37,6 +38,7 @@ from broker.principal import Principal, normalize_attributes
 
 from .client import acs_url, client_for, idp_entity_id, sp_entity_id
 from .crypto import Refused, WeakAlgorithm
+from .security import validate_received
 from .xmlguard import XmlRefused, check_no_doctype
 
 logger = logging.getLogger("broker.saml")
@@ -139,6 +141,24 @@ def _subject(resp, idp: IdentityProvider, attributes: dict) -> str:
     return name_id.text.strip()
 
 
+def verify_response(client, backend, encoded: str, decoded: bytes, outstanding: dict, *,
+                    solicited: bool = True):
+    """Schema-validate the received bytes once, then let pysaml2 verify. Returns pysaml2's
+    response and which signed elements verified. Raises ``LoginError``."""
+    try:
+        validate_received(decoded)
+    except XMLSchemaError as exc:
+        raise LoginError("saml_malformed", "not valid against the SAML schemas") from exc
+    backend.reset_results()
+    try:
+        resp = client.parse_authn_request_response(encoded, BINDING_HTTP_POST, outstanding=outstanding)
+    except Exception as exc:  # every pysaml2 failure becomes a named refusal
+        raise _error_for(exc, solicited=solicited) from exc
+    if resp is None:
+        raise LoginError("saml_malformed", "not an authentication response")
+    return resp, backend.results()
+
+
 def complete(request: HttpRequest, idp: IdentityProvider) -> tuple[Principal, str, dict]:
     """Verify the POSTed Response for ``idp``; return (principal, next URL, session data)."""
     from broker.redirects import safe_next
@@ -159,14 +179,8 @@ def complete(request: HttpRequest, idp: IdentityProvider) -> tuple[Principal, st
     outstanding = {pending["request_id"]: pending["next"]} if pending else {}
 
     client, backend = client_for(idp)
-    backend.reset_results()
-    try:
-        resp = client.parse_authn_request_response(encoded, BINDING_HTTP_POST, outstanding=outstanding)
-    except Exception as exc:  # every pysaml2 failure becomes a named refusal
-        raise _error_for(exc, solicited=pending is not None) from exc
-    if resp is None:
-        raise LoginError("saml_malformed", "not an authentication response")
-    results = backend.results()
+    resp, results = verify_response(client, backend, encoded, _decoded, outstanding,
+                                    solicited=pending is not None)
     if any(not ok for ok in results.values()):
         # pysaml2 ignores a bad Response signature when it does not require one: we don't.
         raise LoginError("invalid_signature", "a signature in the response does not verify")

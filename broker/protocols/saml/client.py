@@ -24,6 +24,7 @@ from broker.models import IdentityProvider
 
 from . import schema
 from .crypto import InProcessCryptoBackend
+from .security import FastSecurityContext
 
 # pysaml2 renames attributes through its bundled maps; we want the names exactly as sent,
 # so the broker's own normalization (and the IdP's attribute_map) sees them. A converter
@@ -111,18 +112,26 @@ class TrackingBackend(InProcessCryptoBackend):
     def results(self) -> dict[tuple[str, str], bool]:
         return dict(getattr(self._local, "results", {}))
 
-    def validate_signature(self, signedtext, cert_file, cert_type, node_name, node_id):
+    def _tracked(self, node_name: str, node_id: str, verify) -> bool:
         results = getattr(self._local, "results", None)
         if results is None:
             results = self._local.results = {}
         key = (node_name, node_id)
         try:
-            ok = super().validate_signature(signedtext, cert_file, cert_type, node_name, node_id)
+            ok = verify()
         except Exception:
             results.setdefault(key, False)
             raise
         results[key] = bool(ok) or results.get(key, False)
         return ok
+
+    def validate_signature(self, signedtext, cert_file, cert_type, node_name, node_id):
+        return self._tracked(node_name, node_id, lambda: super(TrackingBackend, self).validate_signature(
+            signedtext, cert_file, cert_type, node_name, node_id))
+
+    def verify_with_certificate(self, signedtext, cert_pem, node_name, node_id):
+        return self._tracked(node_name, node_id, lambda: super(TrackingBackend, self).verify_with_certificate(
+            signedtext, cert_pem, node_name, node_id))
 
 
 @dataclass
@@ -151,6 +160,8 @@ def client_for(idp: IdentityProvider) -> tuple[Saml2Client, TrackingBackend]:
         client = Saml2Client(config=config)
         backend = TrackingBackend(allow_legacy=idp.legacy_crypto)
         client.sec.crypto = backend
+        # Same checks as pysaml2's SecurityContext, on the received document (security.py).
+        client.sec.__class__ = FastSecurityContext
         # HTTP-Redirect signatures (AuthnRequest, LogoutRequest) are plain RSA signatures
         # over the query string, made with `cryptography` through pysaml2's RSACrypto.
         client.sec.sec_backend = RSACrypto(import_rsa_key_from_file(config.key_file))

@@ -34,6 +34,7 @@ import threading
 from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NoReturn
 
 import xmlsec
@@ -166,6 +167,15 @@ class _Parsed:
         return cls(data=data, root=root, id_counts=counts)
 
 
+@lru_cache(maxsize=256)
+def _certificate_key(cert_pem: str) -> xmlsec.Key:
+    """The public key of a PEM certificate (metadata certificates are few and long-lived)."""
+    try:
+        return xmlsec.Key.from_memory(cert_pem.encode(), _C.KeyDataFormatCertPem)
+    except xmlsec.Error as exc:
+        raise SignatureError(f"unusable certificate: {exc}") from None
+
+
 class InProcessCryptoBackend(CryptoBackend):
     """Drop-in for ``saml2.sigver.CryptoBackendXmlSec1`` (set ``client.sec.crypto``)."""
 
@@ -199,6 +209,25 @@ class InProcessCryptoBackend(CryptoBackend):
         Returns True, or raises ``SignatureError`` like the stock backend (never False), or
         ``Refused`` when the document breaks the policy.
         """
+        try:
+            key_format = {"pem": _C.KeyDataFormatCertPem, "der": _C.KeyDataFormatCertDer}[cert_type.lower()]
+        except KeyError:
+            raise SignatureError(f"unsupported certificate type {cert_type!r}") from None
+        signature = self._signature_of(signedtext, node_name, node_id)
+        try:
+            key = xmlsec.Key.from_file(cert_file, key_format)
+        except xmlsec.Error as exc:
+            raise SignatureError(f"unusable certificate: {exc}") from None
+        return self._verify(signature, key, node_name, node_id)
+
+    def verify_with_certificate(self, signedtext: str | bytes, cert_pem: str, node_name: str,
+                                node_id: str | None) -> bool:
+        """``validate_signature`` with the certificate in memory (PEM text), its key parsed
+        once per process: the hot path of the ACS (no temporary files, no re-parsing)."""
+        signature = self._signature_of(signedtext, node_name, node_id)
+        return self._verify(signature, _certificate_key(cert_pem), node_name, node_id)
+
+    def _signature_of(self, signedtext: str | bytes, node_name: str, node_id: str | None) -> etree._Element:
         if not node_id:
             raise BadStructure("no node ID: will not guess the signed element")
         parsed = self._parsed(_as_bytes(signedtext))
@@ -214,18 +243,18 @@ class InProcessCryptoBackend(CryptoBackend):
         if len(signatures) > 1:
             raise BadStructure(f"{node_name} {node_id!r} has {len(signatures)} signatures")
         self._check_profile(signatures[0], node_id)
-        try:
-            key_format = {"pem": _C.KeyDataFormatCertPem, "der": _C.KeyDataFormatCertDer}[cert_type.lower()]
-        except KeyError:
-            raise SignatureError(f"unsupported certificate type {cert_type!r}") from None
+        return signatures[0]
+
+    def _verify(self, signature: etree._Element, key: xmlsec.Key, node_name: str,
+                node_id: str | None) -> bool:
         ctx = xmlsec.SignatureContext()  # no KeysManager: ds:KeyInfo is never consulted
         for transform in self._signature_transforms:
             ctx.enable_signature_transform(transform)
         for transform in self._reference_transforms:
             ctx.enable_reference_transform(transform)
         try:
-            ctx.key = xmlsec.Key.from_file(cert_file, key_format)
-            ctx.verify(signatures[0])
+            ctx.key = key
+            ctx.verify(signature)
         except xmlsec.Error as exc:
             raise SignatureError(f"signature of {node_name} {node_id!r} does not verify: {exc}") from None
         return True
