@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal_sso
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: run serve test test-fast lint bench migrate clean help
+.PHONY: run serve test test-fast test-deps lint bench migrate clean help
 
 help:
 	@echo "make run    - set up (venv, deps, migrations) and serve on http://$(HOST):$(PORT)"
@@ -50,7 +50,24 @@ run: migrate
 serve: migrate
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py portal_sso.wsgi
 
-test: $(VENV)/.dev
+# What the interop and browser tests need besides Python: Chromium and xmlsec1 (Debian
+# packages, installed only when missing) and the npm peers under tests/interop.
+INTEROP := tests/interop
+NPM ?= npm
+
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(wildcard $(INTEROP)/package-lock.json)
+	@command -v $(NPM) >/dev/null || { echo "make: npm (Node 20+) is required for tests/interop" >&2; exit 3; }
+	if [ -f $(INTEROP)/package-lock.json ]; then \
+	  $(NPM) ci --prefix $(INTEROP) --no-audit --no-fund; \
+	else \
+	  $(NPM) install --prefix $(INTEROP) --no-audit --no-fund; \
+	fi
+	@touch $@
+
+test-deps: $(INTEROP)/node_modules/.installed
+	bash scripts/install-system-deps.sh chromium xmlsec1
+
+test: $(VENV)/.dev test-deps
 	bash scripts/ensure-services.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	  $(PY) -m pytest $(PYTEST_ARGS)

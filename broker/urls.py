@@ -13,6 +13,7 @@ urlpatterns = [
     path("<slug:slug>/login/", views.begin_login, name="login"),
     path("<slug:slug>/saml/metadata/", saml_views.metadata, name="saml-metadata"),
     path("<slug:slug>/saml/acs/", saml_views.acs, name="saml-acs"),
+    path("<slug:slug>/saml/slo/", saml_views.slo, name="saml-slo"),
     path("<slug:slug>/oidc/callback/", oidc_views.callback, name="oidc-callback"),
     path("<slug:slug>/oidc/backchannel-logout/", oidc_views.backchannel_logout,
          name="oidc-backchannel-logout"),

@@ -8,11 +8,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from broker import audit
+from broker import audit, saml_views
 from broker.errors import LoginError
 from broker.login import (
     BACKEND_ERRORS,
     SESSION_IDP,
+    SESSION_INDEX,
+    SESSION_PROTOCOL,
     SESSION_ROLES,
     SESSION_SUBJECT,
     login_failed,
@@ -70,17 +72,30 @@ def me(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def logout_view(request: HttpRequest) -> HttpResponse:
-    """GET shows a confirmation (logout by GET would be a CSRF target); POST ends the session."""
+    """GET shows a confirmation (logout by GET would be a CSRF target); POST ends the session.
+
+    After a SAML login the browser then goes on to the IdP's single logout endpoint (if it
+    has one) and comes back to ``next`` through /sso/<slug>/saml/slo/.
+    """
     next_url = safe_next(request.POST.get("next") or request.GET.get("next"), default="/sso/")
     if request.method == "GET":
         return render(request, "broker/logout.html", {"next": next_url})
     if request.user.is_authenticated:
+        session = request.session
         username = request.user.get_username()
-        idp = request.session.get(SESSION_IDP, "")
-        subject = request.session.get(SESSION_SUBJECT, "")
+        idp = session.get(SESSION_IDP, "")
+        subject = session.get(SESSION_SUBJECT, "")
+        protocol = session.get(SESSION_PROTOCOL, "")
+        name_id = session.get(saml_views.SESSION_NAME_ID)
+        session_index = session.get(SESSION_INDEX, "")
         # The local session always ends first, whatever happens afterwards.
         logout(request)
         audit.record("logout", actor=username, idp=idp, subject=subject)
+        if protocol == "saml" and idp:
+            slo = saml_views.start_single_logout(request, slug=idp, subject=subject, name_id=name_id,
+                                                 session_index=session_index, next_url=next_url)
+            if slo is not None:
+                return slo
     return redirect(next_url)
 
 

@@ -17,8 +17,10 @@ from broker.models import IdentityProvider
 from . import metadata
 from .acs import complete
 from .client import client_for, idp_entity_id
+from .slo import begin_logout, complete_logout, logout_message_kind, logout_reply, receive_logout_request
 
-__all__ = ["begin", "complete"]
+__all__ = ["begin", "complete", "begin_logout", "complete_logout", "logout_message_kind", "logout_reply",
+           "receive_logout_request"]
 
 
 def begin(request: HttpRequest, idp: IdentityProvider, next_url: str) -> HttpResponse:
