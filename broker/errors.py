@@ -61,6 +61,9 @@ CODES: dict[str, ErrorInfo] = {
                                    "published keys (rotated keys? stale metadata/JWKS?)."),
     "backend_unavailable": ErrorInfo(503, "Service temporarily unavailable",
                                      "The broker's database or Redis did not answer; see /readyz."),
+    "admin_forbidden": ErrorInfo(403, "No admin access",
+                                 "You are signed in, but the roles your IdP grants do not include "
+                                 "administration. Ask for the group mapped to an admin role."),
     "login_failed": ErrorInfo(400, "Login failed", "See the audit log entry for this request ID."),
     # --- OpenID Connect -------------------------------------------------------------------
     "oidc_error": ErrorInfo(400, "The OpenID Provider returned an error",

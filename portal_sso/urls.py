@@ -3,12 +3,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from broker import health
+from broker import admin_login, health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("sso/", include("broker.urls")),
+    # Before the admin's own URLs: its login page is the SSO picker.
+    path("admin/login/", admin_login.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]
 

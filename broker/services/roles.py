@@ -11,13 +11,23 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from broker import audit, rbac
+from broker import audit, rbac, sessions
 from broker.models import IdentityProvider, Role, RoleMapping
 from broker.models.roles import MAX_PATTERN_LENGTH, role_name_validator
 from broker.principal import normalize_attributes
 from broker.services.lookup import IdpNotFound, RoleNotFound, get_idp
 
 __all__ = ["IdpNotFound", "RoleNotFound", "add_role", "remove_role", "set_mapping", "simulate"]
+
+
+def _end_holder_sessions(role: Role) -> int:
+    """Sessions carry a snapshot of the roles granted at login; when a role's meaning or a
+    rule granting it changes, its holders log in again so the change takes effect now."""
+    user_ids = set(role.holders.values_list("user_id", flat=True))
+    ended = 0
+    for user_id in user_ids:
+        ended += sessions.end_sessions(user_id=user_id)
+    return ended
 
 
 def _group_name(role_name: str) -> str:
@@ -58,7 +68,9 @@ def update_role(
         users = {h.user_id: h.user for h in role.holders.select_related("user")}
         for user in users.values():
             rbac.apply_role_effects(user)
-        audit.record("role.changed", actor=actor, via=via, before=before, after=role.summary())
+        ended = _end_holder_sessions(role)
+        audit.record("role.changed", actor=actor, via=via, before=before, after=role.summary(),
+                     sessions_ended=ended)
     return role
 
 
@@ -76,6 +88,7 @@ def remove_role(name: str, *, force: bool = False, actor: str | None = None, via
                 "remove them first or use --force"
             )
         holders = list(role.holders.select_related("user"))
+        ended = _end_holder_sessions(role)
         removed = [m.summary() for m in mappings]
         for mapping in mappings:
             mapping.delete()
@@ -87,7 +100,7 @@ def remove_role(name: str, *, force: bool = False, actor: str | None = None, via
         audit.record(
             "role.removed", actor=actor, via=via, before=role.summary(),
             mappings_removed=removed,
-            holders=sorted({h.user.get_username() for h in holders}),
+            holders=sorted({h.user.get_username() for h in holders}), sessions_ended=ended,
         )
     return len(mappings)
 
@@ -134,8 +147,10 @@ def remove_mapping(mapping_id: int, *, actor: str | None = None, via: str = "cli
         if mapping is None:
             raise ValidationError(f"no mapping with id {mapping_id}")
         before = mapping.summary()
+        role = mapping.role
         mapping.delete()
-        audit.record("mapping.removed", actor=actor, via=via, before=before)
+        ended = _end_holder_sessions(role)
+        audit.record("mapping.removed", actor=actor, via=via, before=before, sessions_ended=ended)
     return before
 
 
