@@ -10,8 +10,10 @@ from django.contrib import admin
 from django.db import transaction
 from django.http import HttpRequest
 from django.urls import path
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from broker import admin_saml, audit, rbac
+from broker import admin_saml, admin_simulator, admin_status, audit, rbac
 from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
 from broker.services import roles as roles_service
 
@@ -61,8 +63,36 @@ class IdentityProviderAdmin(AuditedAdmin):
 
     def add_saml_view(self, request):
         return admin_saml.register_view(self, request)
-    list_display = ("slug", "name", "protocol", "enabled", "jit_allowed", "legacy_crypto",
-                    "last_login_at")
+
+    list_display = ("slug", "name", "protocol", "enabled", "last_login_at", "trust_age", "keys_age",
+                    "cert_expiry", "warnings", "sp_metadata")
+
+    @admin.display(description="metadata / discovery age")
+    def trust_age(self, obj):
+        return admin_status.humanize(admin_status.status(obj).trust_age)
+
+    @admin.display(description="JWKS age")
+    def keys_age(self, obj):
+        return admin_status.humanize(admin_status.status(obj).keys_age)
+
+    @admin.display(description="signing cert expiry")
+    def cert_expiry(self, obj):
+        expiry = admin_status.status(obj).cert_expiry
+        return expiry.date().isoformat() if expiry else "-"
+
+    @admin.display(description="warnings")
+    def warnings(self, obj):
+        items = admin_status.status(obj).warnings
+        if not items:
+            return "-"
+        return format_html_join(mark_safe("<br>"), '<strong style="color:#b00">&#9888; {}</strong>',
+                                ((w,) for w in items))
+
+    @admin.display(description="SP metadata")
+    def sp_metadata(self, obj):
+        if obj.protocol != IdentityProvider.Protocol.SAML:
+            return "-"
+        return format_html('<a href="/sso/{}/saml/metadata/" download>download</a>', obj.slug)
     list_filter = ("protocol", "enabled", "legacy_crypto", "jit_allowed")
     search_fields = ("slug", "name")
     readonly_fields = ("last_login_at", "created_at", "updated_at")
@@ -118,6 +148,16 @@ class RoleAdmin(AuditedAdmin):
 @admin.register(RoleMapping)
 class RoleMappingAdmin(AuditedAdmin):
     audit_name = "mapping"
+    change_list_template = "admin/broker/mapping_changelist.html"
+
+    def get_urls(self):
+        custom = [path("simulate/", self.admin_site.admin_view(self.simulate_view),
+                       name="broker_rolemapping_simulate")]
+        return custom + super().get_urls()
+
+    def simulate_view(self, request):
+        return admin_simulator.simulator_view(self, request)
+
     list_display = ("role", "idp", "claim", "match", "value", "created_at")
     list_filter = ("role", "idp", "match", "claim")
     search_fields = ("claim", "value", "role__name")

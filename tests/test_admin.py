@@ -271,3 +271,27 @@ def test_audit_changelist_offers_no_bulk_delete(admin, event):
 
     assert AuditEvent.objects.count() == count
     assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_mapping_simulator_page_shows_roles_and_rules(admin, make_role):
+    from broker.services import roles as role_service
+
+    make_role("portal_admin")
+    role_service.set_mapping(claim="groups", value="api_admins", role="portal_admin", actor="t")
+    page = admin.get("/admin/broker/rolemapping/simulate/")
+    assert page.status_code == 200
+    response = admin.post("/admin/broker/rolemapping/simulate/", {
+        "claims": '{"http://schemas.microsoft.com/ws/2008/06/identity/claims/groups": ["api_admins"]}'})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "portal_admin" in html and "groups = &#x27;api_admins&#x27;" in html
+    before = AuditEvent.objects.count()
+    admin.post("/admin/broker/rolemapping/simulate/", {"claims": "[1]"})
+    assert AuditEvent.objects.count() == before  # simulating changes nothing
+
+
+def test_idp_list_shows_status_and_warnings(admin, make_idp):
+    make_idp("legacy", legacy_crypto=True, config={"metadata_valid_until": "2000-01-01T00:00:00+00:00"})
+    html = admin.get("/admin/broker/identityprovider/").content.decode()
+    assert "legacy crypto" in html and "metadata expired" in html
+    assert '/sso/legacy/saml/metadata/' in html

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from cryptography import x509
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -195,8 +196,17 @@ def fetch(url: str, *, ca_file: str | None = None) -> bytes:
         raise MetadataError("idp_unavailable", type(exc).__name__) from exc
 
 
+def certificate_not_after(cert_b64: str) -> str | None:
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64))
+    except ValueError:
+        return None
+    return cert.not_valid_after_utc.isoformat()
+
+
 def _apply(config: dict, md: IdpMetadata, xml: bytes) -> dict:
     updated = dict(config)
+    expiries = [e for e in (certificate_not_after(c) for c in md.signing_certs) if e]
     updated.update({
         "entity_id": md.entity_id,
         "metadata_xml": xml.decode("utf-8"),
@@ -205,6 +215,8 @@ def _apply(config: dict, md: IdpMetadata, xml: bytes) -> dict:
         "sso": md.sso,
         "slo": md.slo,
         "signing_cert_fingerprints": list(md.fingerprints),
+        # The latest expiry among the signing certificates: logins work until then.
+        "signing_cert_not_after": max(expiries) if expiries else None,
     })
     return updated
 
