@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -149,11 +150,18 @@ def parse(xml: bytes | str, *, entity_id: str | None = None, signing_cert_pem: s
 
 def _endpoints(lookup, entity_id: str) -> dict[str, str]:
     found = {}
+    mdstore_log = logging.getLogger("saml2.mdstore")
     for name, binding in BINDINGS.items():
+        # pysaml2 logs an ERROR before raising UnsupportedBinding; a binding the IdP does
+        # not offer is normal here, not an error for operators to chase.
+        previous = mdstore_log.disabled
+        mdstore_log.disabled = True
         try:
             services = lookup(entity_id, binding)
         except UnsupportedBinding:
             continue
+        finally:
+            mdstore_log.disabled = previous
         if services:
             found[name] = services[0]["location"]
     return found
