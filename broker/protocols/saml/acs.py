@@ -142,7 +142,7 @@ def _subject(resp, idp: IdentityProvider, attributes: dict) -> str:
 
 
 def verify_response(client, backend, encoded: str, decoded: bytes, outstanding: dict, *,
-                    solicited: bool = True):
+                    acs: str, solicited: bool = True):
     """Schema-validate the received bytes once, then let pysaml2 verify. Returns pysaml2's
     response and which signed elements verified. Raises ``LoginError``."""
     try:
@@ -151,7 +151,10 @@ def verify_response(client, backend, encoded: str, decoded: bytes, outstanding: 
         raise LoginError("saml_malformed", "not valid against the SAML schemas") from exc
     backend.reset_results()
     try:
-        resp = client.parse_authn_request_response(encoded, BINDING_HTTP_POST, outstanding=outstanding)
+        # conv_info makes pysaml2 check SubjectConfirmationData/@Recipient (without it,
+        # verify_recipient accepts anything): the signed Recipient must be our ACS URL.
+        resp = client.parse_authn_request_response(
+            encoded, BINDING_HTTP_POST, outstanding=outstanding, conv_info={"entity_id": acs})
     except Exception as exc:  # every pysaml2 failure becomes a named refusal
         raise _error_for(exc, solicited=solicited) from exc
     if resp is None:
@@ -179,7 +182,7 @@ def complete(request: HttpRequest, idp: IdentityProvider) -> tuple[Principal, st
     outstanding = {pending["request_id"]: pending["next"]} if pending else {}
 
     client, backend = client_for(idp)
-    resp, results = verify_response(client, backend, encoded, _decoded, outstanding,
+    resp, results = verify_response(client, backend, encoded, _decoded, outstanding, acs=acs_url(idp),
                                     solicited=pending is not None)
     if any(not ok for ok in results.values()):
         # pysaml2 ignores a bad Response signature when it does not require one: we don't.
