@@ -141,7 +141,8 @@ def _end_sessions(request: HttpRequest, idp: IdentityProvider, incoming: Any) ->
 
     With SessionIndex: only those IdP sessions (saml-core 3.7.3.2). Without: every session of
     the subject, which the registry knows by Principal.subject (= the NameID unless the IdP
-    takes the subject from an attribute; then only this browser's session can be matched).
+    takes the subject from an attribute: then only this browser's session can be matched, and
+    ``mapped`` is False so the IdP hears that the logout was not complete).
     """
     mapped = True
     if incoming.session_indexes:
@@ -155,7 +156,6 @@ def _end_sessions(request: HttpRequest, idp: IdentityProvider, incoming: Any) ->
         if _session_matches(request, idp.slug, incoming):
             if key and request.session.exists(key):
                 ended += 1  # not in the registry (e.g. it predates it)
-            mapped = True
             logout(request)
         elif key and not request.session.exists(key):
             # Ended through the registry just now: flush the in-memory copy too, or saving it
@@ -175,15 +175,32 @@ def _idp_initiated(request: HttpRequest, idp: IdentityProvider) -> HttpResponse:
         ended, mapped = _end_sessions(request, idp, incoming)
     except BACKEND_ERRORS as exc:
         _audit_quietly("saml.slo_failed", outcome="failure", reason="backend_unavailable", **fields)
-        reply = saml.logout_reply(idp, incoming, ok=False, detail="session store unavailable")
-        return reply or render_error(request, LoginError("backend_unavailable", type(exc).__name__))
+        return _answer(request, idp, incoming, ok=False, detail="session store unavailable",
+                       fallback=LoginError("backend_unavailable", type(exc).__name__))
     if mapped:
         _audit_quietly("saml.slo", count=ended, **fields)
     else:
         _audit_quietly("saml.slo_failed", outcome="failure", reason="saml_slo_unmapped", count=ended,
                        detail="no SessionIndex and the subject comes from an attribute", **fields)
-    reply = saml.logout_reply(idp, incoming, ok=mapped, detail="" if mapped else "principal not mapped")
-    return reply or HttpResponseRedirect(settings.LOGIN_URL)
+    return _answer(request, idp, incoming, ok=mapped, detail="" if mapped else "principal not mapped")
+
+
+def _answer(request: HttpRequest, idp: IdentityProvider, incoming: Any, *, ok: bool, detail: str = "",
+            fallback: LoginError | None = None) -> HttpResponse:
+    """Our LogoutResponse to the IdP; without one (no SLO endpoint, or building it failed: the
+    sessions are ended either way) the browser goes to the IdP picker or sees ``fallback``."""
+    from broker.protocols import saml
+
+    try:
+        reply = saml.logout_reply(idp, incoming, ok=ok, detail=detail)
+    except Exception as exc:  # noqa: BLE001 - never a 500 once the logout itself is done
+        logger.exception("could not build the LogoutResponse for idp=%s", idp.slug)
+        _audit_quietly("saml.slo_failed", outcome="failure", idp=idp.slug, subject=incoming.subject,
+                       reason="saml_slo_reply_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
+        reply = None
+    if reply is not None:
+        return reply
+    return render_error(request, fallback) if fallback else HttpResponseRedirect(settings.LOGIN_URL)
 
 
 def _logout_answer(request: HttpRequest, idp: IdentityProvider) -> HttpResponse:

@@ -99,6 +99,19 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return redirect(next_url)
 
 
+@never_cache
+def forward_auth_view(request: HttpRequest) -> HttpResponse:
+    """``/auth/verify`` through Django (the test client, ``runserver``); gunicorn serves the
+    same decision from ``portal_sso.wsgi`` without middleware."""
+    from broker import forward_auth
+
+    decision = forward_auth.decide(request.META)
+    response = HttpResponse(status=decision.status)
+    for name, value in decision.headers:
+        response[name] = value
+    return response
+
+
 def _error_page(request: HttpRequest, status: int, code: str, title: str, hint: str) -> HttpResponse:
     return render(
         request, "broker/error.html",
