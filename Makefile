@@ -50,22 +50,19 @@ run: migrate
 serve: migrate
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py portal_sso.wsgi
 
-# What the interop and browser tests need besides Python: Chromium and xmlsec1 (Debian
-# packages, installed only when missing) and the npm peers under tests/interop.
-INTEROP := tests/interop
+# What the interop and browser tests need besides Python: Chromium, xmlsec1 and nginx
+# (Debian packages, installed only when missing) and the npm peers: samlify (SAML IdP) in
+# tests/interop and oidc-provider (OpenID Provider) in tests/oidc_interop.
 NPM ?= npm
+NPM_PEERS := tests/interop tests/oidc_interop
 
-$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(wildcard $(INTEROP)/package-lock.json)
-	@command -v $(NPM) >/dev/null || { echo "make: npm (Node 20+) is required for tests/interop" >&2; exit 3; }
-	if [ -f $(INTEROP)/package-lock.json ]; then \
-	  $(NPM) ci --prefix $(INTEROP) --no-audit --no-fund; \
-	else \
-	  $(NPM) install --prefix $(INTEROP) --no-audit --no-fund; \
-	fi
+%/node_modules/.installed: %/package.json %/package-lock.json
+	@command -v $(NPM) >/dev/null || { echo "make: npm (Node 20+) is required for $*" >&2; exit 3; }
+	$(NPM) ci --prefix $* --no-audit --no-fund
 	@touch $@
 
-test-deps: $(INTEROP)/node_modules/.installed
-	bash scripts/install-system-deps.sh chromium xmlsec1
+test-deps: $(addsuffix /node_modules/.installed,$(NPM_PEERS))
+	bash scripts/install-system-deps.sh chromium xmlsec1 nginx
 
 test: $(VENV)/.dev test-deps
 	bash scripts/ensure-services.sh

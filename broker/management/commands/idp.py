@@ -179,7 +179,7 @@ class Command(SubcommandCommand):
 
     def handle_rotate_secret(self, *, actor: str, slug: str, secondary_env: str | None,
                              secondary_file: str | None, promote: bool, retire: bool, **_) -> None:
-        from broker.protocols.oidc.secrets import rotate
+        from broker.protocols.oidc.rotation import rotate
 
         message = rotate(service.get_idp(slug), secondary_env=secondary_env or "",
                          secondary_file=secondary_file or "", promote=promote, retire=retire, actor=actor)

@@ -42,8 +42,11 @@ def _jwt_error(exc: jwt.PyJWTError) -> LoginError:
         return LoginError("oidc_issuer", str(exc))
     if isinstance(exc, jwt.InvalidAudienceError):
         return LoginError("oidc_audience", str(exc))
-    if isinstance(exc, (jwt.MissingRequiredClaimError, jwt.InvalidIssuedAtError)):
+    if isinstance(exc, (jwt.MissingRequiredClaimError, jwt.InvalidIssuedAtError,
+                        jwt.exceptions.InvalidSubjectError, jwt.exceptions.InvalidJTIError)):
         return LoginError("oidc_claims", str(exc))
+    if isinstance(exc, jwt.DecodeError) and "must be" in str(exc):
+        return LoginError("oidc_claims", str(exc))  # e.g. "exp must be an integer"
     if isinstance(exc, jwt.InvalidAlgorithmError):
         return LoginError("oidc_algorithm", str(exc))
     return LoginError("invalid_signature", f"{type(exc).__name__}: {exc}")
@@ -157,8 +160,8 @@ class ProviderBackend(OIDCAuthenticationBackend):
     def verify_token(self, token: str, **kwargs: Any) -> dict:  # type: ignore[override]
         """Verify an ID token fully: alg allow-list, signature, iss, aud/azp, exp/iat/nbf
         (with the provider's skew), sub, nonce."""
-        if not token or len(token) > MAX_TOKEN_BYTES:
-            raise LoginError("oidc_claims", "missing or oversized ID token")
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
+            raise LoginError("oidc_claims", "missing, malformed or oversized ID token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -218,7 +221,10 @@ class ProviderBackend(OIDCAuthenticationBackend):
         return info
 
     def _verify_signed_userinfo(self, token: str) -> dict:
-        header = jwt.get_unverified_header(token)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise LoginError("invalid_signature", "malformed signed userinfo") from exc
         alg = header.get("alg")
         if alg not in self.provider.algorithms or alg == "none":
             raise LoginError("oidc_algorithm", f"userinfo alg {alg!r}")

@@ -88,7 +88,8 @@ def register(
     with transaction.atomic():
         idp.save()
         audit.record("idp.created", actor=actor, via=via, idp=slug, after=idp.summary())
-    jwks.fetch(Provider.from_idp(idp), reason="registration")
+        # Inside the transaction: a provider whose keys cannot be fetched is not registered.
+        jwks.fetch(Provider.from_idp(idp), reason="registration")
     return idp
 
 

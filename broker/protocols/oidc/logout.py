@@ -3,6 +3,7 @@ RP-initiated logout redirect (OIDC RP-Initiated Logout 1.0)."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlencode
 
 import jwt
@@ -15,6 +16,8 @@ from .backend import ProviderBackend, _jwt_error
 from .provider import ASYMMETRIC, SYMMETRIC, Provider
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# A logout token is accepted for this long after its iat; its jti is remembered longer.
+MAX_TOKEN_AGE = 600
 
 
 def verify_logout_token(idp: IdentityProvider, token: str) -> dict:
@@ -44,7 +47,12 @@ def verify_logout_token(idp: IdentityProvider, token: str) -> dict:
         raise LoginError("oidc_claims", "a logout token must not carry a nonce")
     if not claims.get("sub") and not claims.get("sid"):
         raise LoginError("oidc_claims", "neither sub nor sid")
-    if not cache.add(f"oidc:logout-jti:{idp.slug}:{claims['jti']}", 1, timeout=600 + provider.skew):
+    age = time.time() - claims["iat"] if isinstance(claims["iat"], int | float) else None
+    if age is None or age > MAX_TOKEN_AGE + provider.skew:
+        raise LoginError("oidc_claims", "logout token too old")
+    # Remembered past the age limit, so a token is usable once and only once.
+    if not cache.add(f"oidc:logout-jti:{idp.slug}:{claims['jti']}", 1,
+                     timeout=MAX_TOKEN_AGE + 2 * provider.skew):
         raise LoginError("oidc_claims", "logout token replayed")
     return claims
 

@@ -102,6 +102,10 @@ class Provider:
         session = requests.Session()
         cfg = self.idp.config
         session.verify = cfg.get("ca_file") or True
+        if cfg.get("ca_file"):
+            # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's CA file;
+            # this provider's own bundle must win (proxy variables are then ignored too).
+            session.trust_env = False
         if cfg.get("mtls_cert_file") and cfg.get("mtls_key_file"):
             session.cert = (cfg["mtls_cert_file"], cfg["mtls_key_file"])
         session.headers["User-Agent"] = "portal-sso-broker"
