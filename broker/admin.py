@@ -32,6 +32,8 @@ class AuditedAdmin(admin.ModelAdmin):
             before = self._summary(type(obj).objects.get(pk=obj.pk))
         with transaction.atomic():
             super().save_model(request, obj, form, change)
+            if self.audit_name in ("mapping", "role"):
+                rbac.rules_changed()
             audit.record(
                 f"{self.audit_name}.{'changed' if change else 'created'}",
                 actor=request.user.get_username(), via="admin",
@@ -42,6 +44,8 @@ class AuditedAdmin(admin.ModelAdmin):
         with transaction.atomic():
             before = self._summary(obj)
             super().delete_model(request, obj)
+            if self.audit_name in ("mapping", "role"):
+                rbac.rules_changed()
             audit.record(f"{self.audit_name}.removed", actor=request.user.get_username(),
                          via="admin", before=before)
 

@@ -57,9 +57,13 @@ def resolve_user(principal: Principal, idp: IdentityProvider) -> AbstractBaseUse
     if getattr(user, "has_usable_password", lambda: False)():
         # A local password account (break-glass, createsuperuser) is never an SSO identity.
         raise LoginError("account_not_federated")
-    link.last_login_at = now
-    link.last_attributes = attributes
-    link.save(update_fields=["last_login_at", "last_attributes"])
+    stale = link.last_login_at is None or (now - link.last_login_at).total_seconds() > 60
+    if stale or link.last_attributes != attributes:
+        # Skipped for a repeat login within a minute with the same attributes: one write less
+        # on the hot path, and "last login" stays accurate to the minute.
+        link.last_login_at = now
+        link.last_attributes = attributes
+        link.save(update_fields=["last_login_at", "last_attributes"])
     profile = _profile_fields(principal)
     changed = [name for name, value in profile.items() if getattr(user, name) != value]
     for name in changed:

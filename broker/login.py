@@ -10,6 +10,7 @@ import logging
 import time
 
 from django.contrib.auth import login as django_login
+from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -32,6 +33,7 @@ SESSION_ROLES = "broker_roles"
 SESSION_EMAIL = "broker_email"
 SESSION_INDEX = "broker_session_index"
 SESSION_PROTOCOL = "broker_protocol"
+SESSION_USERNAME = "broker_username"
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -53,7 +55,7 @@ BACKEND_ERRORS = _backend_errors()
 
 def complete_login(
     request: HttpRequest, principal: Principal, next_url: str | None = None,
-    session_data: dict | None = None,
+    session_data: dict | None = None, idp: IdentityProvider | None = None,
 ) -> HttpResponse:
     """Resolve identity, sync roles, audit, start a fresh session, redirect safely.
 
@@ -61,18 +63,21 @@ def complete_login(
     logout, OIDC ID token hint), stored in the new session. Raises ``LoginError``; the
     caller renders it with ``login_failed``.
     """
-    try:
-        idp = IdentityProvider.objects.get(slug=principal.idp)
-    except IdentityProvider.DoesNotExist:
-        raise LoginError("idp_unknown") from None
+    if idp is None or idp.slug != principal.idp:
+        idp = IdentityProvider.objects.filter(slug=principal.idp).first()
+    if idp is None:
+        raise LoginError("idp_unknown")
     if not idp.enabled:
         raise LoginError("idp_disabled")
     try:
         with transaction.atomic():
             user = identity.resolve_user(principal, idp)
-            grants = rbac.roles_for(principal.idp, principal.attributes, rbac.rules_for_idp(idp))
+            grants = rbac.roles_for(principal.idp, principal.attributes, rbac.current_rules(idp))
             change = rbac.sync_roles(user, grants.keys())
-            IdentityProvider.objects.filter(pk=idp.pk).update(last_login_at=timezone.now())
+            if cache.add(f"idp-last-login:{idp.pk}", 1, timeout=60):
+                # At most once a minute: every login updating one IdP row would serialize
+                # concurrent logins on its row lock.
+                IdentityProvider.objects.filter(pk=idp.pk).update(last_login_at=timezone.now())
             audit.record(
                 "login.succeeded",
                 actor=user.get_username(),
@@ -97,6 +102,7 @@ def complete_login(
                 SESSION_AUTH_AT: now,
                 SESSION_SEEN_AT: now,
                 SESSION_PROTOCOL: principal.protocol,
+                SESSION_USERNAME: user.get_username(),
                 **{f"broker_{k}": v for k, v in (session_data or {}).items()},
             })
             # Saved now (not at the end of the response) so the key exists for the registry.

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from django.db import transaction
 
 from broker.models import IdentityProvider, Role, RoleMapping, UserRole
@@ -69,6 +70,31 @@ def roles_for(
     return dict(sorted(granted.items()))
 
 
+_RULES_VERSION_KEY = "rbac:rules-version"
+_rules_cache: dict[int | None, tuple[object, list[Rule]]] = {}
+
+
+def rules_changed() -> None:
+    """Call after any change to roles or mapping rules: every node reloads its rules."""
+    try:
+        cache.incr(_RULES_VERSION_KEY)
+    except ValueError:
+        cache.set(_RULES_VERSION_KEY, 1, timeout=None)
+
+
+def current_rules(idp: IdentityProvider | None) -> list[Rule]:
+    """``rules_for_idp`` through a per-process cache, invalidated cluster-wide by
+    ``rules_changed`` (one Redis read per login instead of a database query)."""
+    version = cache.get(_RULES_VERSION_KEY, 0)
+    key = idp.pk if idp is not None else None
+    cached = _rules_cache.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    rules = rules_for_idp(idp)
+    _rules_cache[key] = (version, rules)
+    return rules
+
+
 def rules_for_idp(idp: IdentityProvider | None) -> list[Rule]:
     """Rules that may apply to logins from ``idp`` (its own and the global ones)."""
     qs = RoleMapping.objects.select_related("role", "idp")
@@ -98,12 +124,19 @@ def sync_roles(user: AbstractBaseUser, role_names: Iterable[str]) -> RoleChange:
     Must run inside the login transaction.
     """
     wanted = set(role_names)
-    current = dict(
-        UserRole.objects.filter(user=user, source=UserRole.Source.FEDERATION)
-        .values_list("role__name", "id")
-    )
+    current: dict[str, int] = {}
+    manual: set[str] = set()
+    for name, row_id, source in UserRole.objects.filter(user=user).values_list("role__name", "id", "source"):
+        if source == UserRole.Source.FEDERATION:
+            current[name] = row_id
+        else:
+            manual.add(name)
     to_grant = sorted(wanted - current.keys())
     to_revoke = sorted(current.keys() - wanted)
+    if not to_grant and not to_revoke:
+        # The common case (same groups as last time): groups and flags were derived when
+        # the roles last changed (here or by an admin change), so nothing to rebuild.
+        return RoleChange(roles=sorted(set(current) | manual), granted=[], revoked=[])
     with transaction.atomic():
         if to_revoke:
             UserRole.objects.filter(id__in=[current[name] for name in to_revoke]).delete()

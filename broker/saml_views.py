@@ -83,7 +83,7 @@ def acs(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         idp = _saml_idp(slug)
         principal, next_url, session_data = saml.complete(request, idp)
-        return complete_login(request, principal, next_url, session_data=session_data)
+        return complete_login(request, principal, next_url, session_data=session_data, idp=idp)
     except LoginError as exc:
         return login_failed(request, exc, idp=slug)
     except BACKEND_ERRORS as exc:

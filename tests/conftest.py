@@ -20,6 +20,9 @@ def _clean_cache():
         cache.delete_pattern("*")
     else:
         cache.clear()
+    from broker import rbac
+
+    rbac._rules_cache.clear()  # per-process caches follow Redis (just emptied)
     yield
 
 

@@ -50,6 +50,7 @@ def add_role(
             name=name, description=description, group=group,
             grants_staff=grants_staff or grants_superuser, grants_superuser=grants_superuser,
         )
+        rbac.rules_changed()
         audit.record("role.created", actor=actor, via=via, after=role.summary())
     return role
 
@@ -69,6 +70,7 @@ def update_role(
         for user in users.values():
             rbac.apply_role_effects(user)
         ended = _end_holder_sessions(role)
+        rbac.rules_changed()
         audit.record("role.changed", actor=actor, via=via, before=before, after=role.summary(),
                      sessions_ended=ended)
     return role
@@ -97,6 +99,7 @@ def remove_role(name: str, *, force: bool = False, actor: str | None = None, via
         for user in {h.user_id: h.user for h in holders}.values():
             rbac.apply_role_effects(user)
         group.delete()
+        rbac.rules_changed()
         audit.record(
             "role.removed", actor=actor, via=via, before=role.summary(),
             mappings_removed=removed,
@@ -137,6 +140,7 @@ def set_mapping(
             idp=idp_obj, claim=claim, value=value, match=match, role=role_obj
         )
         if created:
+            rbac.rules_changed()
             audit.record("mapping.created", actor=actor, via=via, after=mapping.summary())
     return mapping, created
 
@@ -150,6 +154,7 @@ def remove_mapping(mapping_id: int, *, actor: str | None = None, via: str = "cli
         role = mapping.role
         mapping.delete()
         ended = _end_holder_sessions(role)
+        rbac.rules_changed()
         audit.record("mapping.removed", actor=actor, via=via, before=before, sessions_ended=ended)
     return before
 

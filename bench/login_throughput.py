@@ -1,0 +1,195 @@
+"""Benchmark: full SAML logins end to end against gunicorn: begin (AuthnRequest, pending
+state in Redis), then the IdP's response (signed ahead of time) POSTed to the ACS, which
+verifies it, resolves the identity, syncs roles, audits and starts a session.
+
+Target (issue #7): >= 500 logins/s per instance, zero errors, exactly one
+``login.succeeded`` audit event per login. Bounded: --logins responses (signed before the
+clock starts), --seconds at most.
+Run: `make bench` or `.venv/bin/python bench/login_throughput.py [--logins 3000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB = "bench_login"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _admin_sql(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _begin(port: int, n: int) -> list[tuple[str, str]]:
+    """n logins started: (binding cookie, Location with the signed AuthnRequest)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    started = []
+    for _ in range(n):
+        conn.request("GET", "/sso/bench/login/?next=/portal/")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 302, response.status
+        cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+        started.append((cookie, response.getheader("Location")))
+    conn.close()
+    return started
+
+
+def _post_all(port: int, jobs: list[tuple[str, bytes]], threads: int,
+              deadline: float) -> tuple[int, int, list]:
+    lock = threading.Lock()
+    index = {"next": 0}
+    outcome = {"ok": 0, "failed": 0}
+    latencies: list[float] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        while time.monotonic() < deadline:
+            with lock:
+                i = index["next"]
+                index["next"] += 1
+            if i >= len(jobs):
+                break
+            cookie, body = jobs[i]
+            start = time.perf_counter()
+            conn.request("POST", "/sso/bench/saml/acs/", body=body, headers={
+                "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+            response = conn.getresponse()
+            response.read()
+            elapsed = (time.perf_counter() - start) * 1000
+            good = response.status == 302 and response.getheader("Location") == "/portal/"
+            with lock:
+                outcome["ok" if good else "failed"] += 1
+                latencies.append(elapsed)
+        conn.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return outcome["ok"], outcome["failed"], latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--logins", type=int, default=3000)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8, help="concurrent clients")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-login-"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}", "REDIS_URL": "redis://127.0.0.1:6379/12",
+        "REDIS_KEY_PREFIX": "bench-login", "SECRET_KEY": "bench-" + "k" * 60, "BASE_URL": base,
+        "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "portal_sso.settings", "SAML_KEY_DIR": str(workdir / "sp"),
+        "BROKER_VAR_DIR": str(workdir),
+    }
+    os.environ.update(env)
+    _admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+    _admin_sql(f"CREATE DATABASE {DB}")
+    server = None
+    try:
+        import django
+
+        django.setup()
+        import logging
+
+        logging.getLogger("saml2").setLevel(logging.CRITICAL)
+        from django.core.cache import cache
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        cache.delete_pattern("*")
+        from broker import keys
+        from broker.models import AuditEvent
+        from broker.protocols.saml.crypto import InProcessCryptoBackend
+        from broker.protocols.saml.metadata import register
+        from broker.protocols.saml.spmetadata import sp_metadata
+        from broker.services import roles
+        from tests.saml.idp import TestIdP
+
+        keys.generate(size=2048, actor="bench")
+        idp_sim = TestIdP(workdir)
+        idp_sim.server.sec.crypto = InProcessCryptoBackend()  # sign ahead of time, quickly
+        idp = register("bench", metadata_xml=idp_sim.metadata_xml(), actor="bench")
+        idp_sim.trust_sp(sp_metadata(idp))
+        roles.add_role("portal_admin", actor="bench")
+        roles.set_mapping(claim="groups", value="api_admins", role="portal_admin", actor="bench")
+
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "portal_sso.wsgi", "-b", f"127.0.0.1:{port}",
+             "-w", str(args.workers), "-k", "sync", "--access-logfile", "/dev/null"],
+            cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        t0 = time.perf_counter()
+        started = _begin(port, args.logins)
+        begin_s = time.perf_counter() - t0
+        jobs = []
+        for i, (cookie, location) in enumerate(started):
+            request, relay_state = idp_sim.read_redirect(location)
+            xml = idp_sim.response_xml(
+                in_response_to=request.message.id, destination=f"{base}/sso/bench/saml/acs/",
+                sp_entity_id=f"{base}/sso/bench/saml/metadata/", subject=f"user{i % 500}",
+                attributes={"mail": [f"user{i % 500}@corp.example"], "isMemberOf": ["api_admins"]},
+            )
+            body = urllib.parse.urlencode({"SAMLResponse": base64.b64encode(xml.encode()).decode(),
+                                           "RelayState": relay_state}).encode()
+            jobs.append((cookie, body))
+        events_before = AuditEvent.objects.filter(action="login.succeeded").count()
+
+        t0 = time.perf_counter()
+        ok, failed, latencies = _post_all(port, jobs, args.threads, time.monotonic() + args.seconds)
+        acs_s = time.perf_counter() - t0
+        succeeded = AuditEvent.objects.filter(action="login.succeeded").count() - events_before
+        p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
+        print(f"gunicorn sync x{args.workers}, {args.threads} concurrent clients, same 2-core host")
+        print(f"  begin (AuthnRequest + pending state): {len(started) / begin_s:7.0f} /s (sequential)")
+        print(f"  ACS logins: {ok / acs_s:7.0f} logins/s  ({ok} ok, {failed} failed in {acs_s:.1f} s; "
+              f"median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms)")
+        print(f"  audit: {succeeded} login.succeeded events for {ok} logins "
+              f"({'exactly one each' if succeeded == ok else 'MISMATCH'})")
+        print("  target: >= 500 logins/s, zero errors, one login.succeeded per login")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        from django.db import connections
+
+        connections.close_all()
+        _admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+
+
+if __name__ == "__main__":
+    main()
