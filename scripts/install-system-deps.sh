@@ -3,14 +3,15 @@
 #   xmlsec1   - pysaml2's stock crypto backend (the test IdP and the stock-vs-ours benchmark)
 #   chromium  - browser tests (Playwright drives /usr/bin/chromium)
 #   nginx     - forward-auth tests
+#   wrk       - the HTTP load generator of bench/forward_auth.py
 # Usage: scripts/install-system-deps.sh [xmlsec1] [chromium] [nginx]   (default: all)
 set -euo pipefail
 
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(xmlsec1 chromium nginx)
+[ ${#wanted[@]} -gt 0 ] || wanted=(xmlsec1 chromium nginx wrk)
 
-declare -A binary=( [xmlsec1]=xmlsec1 [chromium]=/usr/bin/chromium [nginx]=/usr/sbin/nginx )
-declare -A packages=( [xmlsec1]="xmlsec1" [chromium]="chromium fonts-liberation" [nginx]="nginx-light" )
+declare -A binary=( [xmlsec1]=xmlsec1 [chromium]=/usr/bin/chromium [nginx]=/usr/sbin/nginx [wrk]=wrk )
+declare -A packages=( [xmlsec1]="xmlsec1" [chromium]="chromium fonts-liberation" [nginx]="nginx-light" [wrk]="wrk" )
 
 missing=()
 for name in "${wanted[@]}"; do
