@@ -3,9 +3,8 @@ their mapped roles decide what they may do. Break-glass accounts have their own 
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.views.decorators.cache import never_cache
 
@@ -21,10 +20,4 @@ def admin_login(request: HttpRequest) -> HttpResponse:
         # Logged in, but the roles from the IdP grant no admin access: say so instead of
         # sending the browser round the IdP again.
         return render_error(request, LoginError("admin_forbidden"))
-    base = urlsplit(settings.BASE_URL)
-    if request.get_host() != base.netloc:
-        # Reached on another listener (the management port, 8443): log in on the portal,
-        # then come back here (the host must be in REDIRECT_ALLOWED_HOSTS).
-        next_url = f"{request.scheme}://{request.get_host()}{next_url}"
-        return HttpResponseRedirect(f"{settings.BASE_URL}/sso/?{urlencode({'next': next_url})}")
     return HttpResponseRedirect(f"/sso/?{urlencode({'next': next_url})}")

@@ -36,3 +36,46 @@ def production_backends(app_configs, **kwargs):
         problems.append(Warning("The database is not PostgreSQL: the audit log's append-only "
                                 "guarantees need PostgreSQL.", id="broker.W003"))
     return problems
+
+
+@register(Tags.security, deploy=True)
+def breakglass_accounts(app_configs, **kwargs):
+    """Emergency-access guidance: at least two enabled break-glass accounts, each proven to
+    work (used or drilled) within BREAKGLASS_TEST_INTERVAL_DAYS, with alerts configured."""
+    from datetime import timedelta
+
+    from django.db import DatabaseError
+    from django.utils import timezone
+
+    problems = []
+    try:
+        from broker.breakglass.accounts import last_activity
+        from broker.models import BreakGlassAccount
+
+        enabled = list(BreakGlassAccount.objects.select_related("user")
+                       .filter(disabled=False, user__is_active=True))
+        key_counts = {a.pk: a.keys.count() for a in enabled}
+    except DatabaseError:
+        return []  # not migrated yet (or no database): nothing to judge
+    if len(enabled) < 2:
+        problems.append(Warning(
+            f"{len(enabled)} enabled break-glass account(s): keep at least two, so losing one "
+            "credential does not lock administrators out when the IdPs are down.",
+            hint="manage.py breakglass create NAME", id="broker.W020"))
+    limit = timezone.now() - timedelta(days=settings.BREAKGLASS_TEST_INTERVAL_DAYS)
+    for account in enabled:
+        if last_activity(account) < limit:
+            problems.append(Warning(
+                f"Break-glass account {account.name!r} has not been used or tested for "
+                f"{settings.BREAKGLASS_TEST_INTERVAL_DAYS} days.",
+                hint="Run a drill at /breakglass/ (\"Drill only\"), then `breakglass rotate`.",
+                id="broker.W021"))
+        if not key_counts[account.pk]:
+            problems.append(Warning(
+                f"Break-glass account {account.name!r} has no security key (only the TOTP fallback).",
+                hint=f"manage.py breakglass enroll {account.name}", id="broker.W022"))
+    if enabled and not (settings.BREAKGLASS_ALERT_EMAILS or settings.BREAKGLASS_ALERT_WEBHOOK):
+        problems.append(Warning(
+            "No break-glass alert channel: set BREAKGLASS_ALERT_EMAILS and/or BREAKGLASS_ALERT_WEBHOOK.",
+            id="broker.W023"))
+    return problems

@@ -109,6 +109,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "broker",
 ]
 
@@ -118,6 +123,9 @@ MIDDLEWARE = [
     # Static files (admin CSS/JS) straight from the WSGI app, with far-future caching.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Break-glass logins use their own database-backed session and cookie (see
+    # broker/breakglass/sessions.py); everyone else keeps SESSION_ENGINE below.
+    "broker.breakglass.sessions.BreakGlassSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -234,6 +242,15 @@ OIDC_JWKS_REFRESH_INTERVAL = _env_int("OIDC_JWKS_REFRESH_INTERVAL", 3600)
 OIDC_JWKS_MAX_STALENESS = _env_int("OIDC_JWKS_MAX_STALENESS", 7 * 24 * 3600)
 OIDC_DISCOVERY_REFRESH_INTERVAL = _env_int("OIDC_DISCOVERY_REFRESH_INTERVAL", 24 * 3600)
 
+# --- Bearer tokens (Admin API, forward-auth) -------------------------------------------
+# Access tokens (JWT) from these OIDC IdPs (slugs; empty: every enabled OIDC IdP) are
+# accepted when their audience is API_AUDIENCE. Validated locally against the cached JWKS.
+API_AUDIENCE = os.environ.get("API_AUDIENCE", f"{BASE_URL}/api")
+API_TOKEN_IDPS = _env_list("API_TOKEN_IDPS", [])
+API_TOKEN_MAX_BYTES = _env_int("API_TOKEN_MAX_BYTES", 8192)
+# How long a worker keeps IdP settings and mapping rules in memory for the hot path.
+HOT_PATH_CONFIG_TTL = _env_int("HOT_PATH_CONFIG_TTL", 30)
+
 # Default clock skew allowed for IdP timestamps, per IdP overridable.
 CLOCK_SKEW_SECONDS = _env_int("CLOCK_SKEW_SECONDS", 60)
 
@@ -271,7 +288,12 @@ LOGIN_URL = "/sso/"
 LOGIN_REDIRECT_URL = os.environ.get("LOGIN_REDIRECT_URL", "/sso/me/")
 
 # --- Auth ------------------------------------------------------------------------------
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    # Vetoes password-only authenticate() (e.g. /admin/login/) for break-glass accounts:
+    # they log in only at /breakglass/, with a second factor.
+    "broker.breakglass.backends.BreakGlassOnlyBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
@@ -279,6 +301,50 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Break-glass -----------------------------------------------------------------------
+# Local emergency accounts (``manage.py breakglass``), logging in only at /breakglass/ with a
+# password and a second factor, in a database session of their own (works with Redis down).
+BREAKGLASS_SESSION_IDLE = _env_int("BREAKGLASS_SESSION_IDLE", 900)
+BREAKGLASS_SESSION_MAX = _env_int("BREAKGLASS_SESSION_MAX", 12 * 3600)
+BREAKGLASS_SESSION_COOKIE = "__Host-sso_breakglass" if SECURE_COOKIES else "sso_breakglass"
+# Between the password step and the second factor.
+BREAKGLASS_PENDING_TTL = _env_int("BREAKGLASS_PENDING_TTL", 300)
+# Lifetime of the one-time security-key enrolment link printed by the CLI.
+BREAKGLASS_ENROLL_TTL = _env_int("BREAKGLASS_ENROLL_TTL", 900)
+# Who hears about every use: e-mail addresses and/or a webhook (JSON POST).
+BREAKGLASS_ALERT_EMAILS = _env_list("BREAKGLASS_ALERT_EMAILS", [])
+BREAKGLASS_ALERT_WEBHOOK = os.environ.get("BREAKGLASS_ALERT_WEBHOOK", "").strip()
+BREAKGLASS_ALERT_TIMEOUT = _env_int("BREAKGLASS_ALERT_TIMEOUT", 5)
+# Growing delays after failures, per account and per client IP; never a lock-out.
+BREAKGLASS_THROTTLE_FREE_ATTEMPTS = _env_int("BREAKGLASS_THROTTLE_FREE_ATTEMPTS", 3)
+BREAKGLASS_THROTTLE_BASE_DELAY = _env_int("BREAKGLASS_THROTTLE_BASE_DELAY", 2)
+BREAKGLASS_THROTTLE_MAX_DELAY = _env_int("BREAKGLASS_THROTTLE_MAX_DELAY", 300)
+BREAKGLASS_THROTTLE_WINDOW = _env_int("BREAKGLASS_THROTTLE_WINDOW", 24 * 3600)
+# `check --deploy` warns when an account was neither used nor tested for this long.
+BREAKGLASS_TEST_INTERVAL_DAYS = _env_int("BREAKGLASS_TEST_INTERVAL_DAYS", 90)
+# WebAuthn relying party: the host and origin browsers see.
+BREAKGLASS_WEBAUTHN_RP_ID = os.environ.get("BREAKGLASS_WEBAUTHN_RP_ID", _base.hostname or "")
+BREAKGLASS_WEBAUTHN_ORIGIN = os.environ.get(
+    "BREAKGLASS_WEBAUTHN_ORIGIN", f"{_base.scheme}://{_base.netloc}"
+).rstrip("/")
+# django-otp: our own database throttle gives the delays (and says how long); the device's
+# silent throttle would reject a correct code during its own back-off.
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "API Portal SSO")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# Outgoing mail (break-glass alerts).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = _env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = (
+    _read_secret_file(os.environ["EMAIL_HOST_PASSWORD_FILE"])
+    if os.environ.get("EMAIL_HOST_PASSWORD_FILE") else os.environ.get("EMAIL_HOST_PASSWORD", "")
+)
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 5)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"sso-broker@{_base.hostname}")
 
 # --- Misc ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -316,4 +382,59 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Admin API -----------------------------------------------------------------------------
+# Django REST framework under /api/v1/, OpenAPI 3 at /api/schema/, docs at /api/docs/ (assets
+# served locally by drf-spectacular-sidecar: nothing is fetched from a CDN). See broker/api/.
+# Callers holding one of these roles (from Bearer token claims or the session) get full access;
+# a Django superuser's session (break-glass) counts as admin.
+API_ADMIN_ROLES = _env_list("API_ADMIN_ROLES", ["portal_admin"])
+# Read-only access to the audit log (events and export), nothing else.
+API_AUDITOR_ROLES = _env_list("API_AUDITOR_ROLES", ["auditor"])
+# Secret references accepted through the API (the CLI is not restricted): environment
+# variables must start with this prefix, files must lie inside this folder (empty: no file
+# references through the API). Otherwise an API admin could point an IdP at any secret the
+# broker holds (SECRET_KEY, SP keys) and have it sent to a token endpoint of their choosing.
+API_SECRET_ENV_PREFIX = os.environ.get("API_SECRET_ENV_PREFIX", "OIDC_SECRET_")
+API_SECRET_FILE_DIR = os.environ.get("API_SECRET_FILE_DIR", "").strip()
+# Management listener: when set (e.g. "8443"), /admin/ and /api/ answer 404 unless the request
+# arrived on one of these server ports (gunicorn's GUNICORN_ADMIN_BIND). Empty: everywhere.
+ADMIN_SURFACES_PORTS = _env_list("ADMIN_SURFACES_PORTS", [])
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("broker.middleware.RequestIdMiddleware") + 1,
+    "broker.api.middleware.AdminSurfacesPortMiddleware",
+)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "broker.api.authentication.BearerAuthentication",
+        "broker.api.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["broker.api.permissions.IsApiAdmin"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["broker.api.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "broker.api.pagination.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "broker.api.exceptions.handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Federation broker Admin API",
+    "DESCRIPTION": (
+        "Identity providers, roles, mapping rules, federated identities, break-glass accounts and "
+        "the audit log. Authenticate with `Authorization: Bearer <access token>` from a configured "
+        "OpenID Provider (audience API_AUDIENCE) or a browser session (CSRF token on unsafe "
+        'methods). Errors are JSON: `{"code": "...", "message": "..."}`.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "broker.api.schema.add_error_responses",
+    ],
 }

@@ -17,7 +17,10 @@ from broker.models.roles import MAX_PATTERN_LENGTH, role_name_validator
 from broker.principal import normalize_attributes
 from broker.services.lookup import IdpNotFound, RoleNotFound, get_idp
 
-__all__ = ["IdpNotFound", "RoleNotFound", "add_role", "remove_role", "set_mapping", "simulate"]
+__all__ = [
+    "IdpNotFound", "RoleNotFound", "add_role", "remove_mapping", "remove_role", "set_mapping", "simulate",
+    "update_mapping", "update_role",
+]
 
 
 def _end_holder_sessions(role: Role) -> int:
@@ -112,14 +115,8 @@ def _resolve_idp(slug: str | None) -> IdentityProvider | None:
     return get_idp(slug) if slug else None
 
 
-def set_mapping(
-    *, claim: str, value: str, role: str, idp: str | None = None, regex: bool = False,
-    actor: str | None = None, via: str = "cli",
-) -> tuple[RoleMapping, bool]:
-    """Create the mapping (claim, value) -> role; idempotent. Returns (mapping, created).
-
-    Raises ``RoleNotFound`` without touching the database when the role does not exist.
-    """
+def _checked_rule(claim: str, value: str, regex: bool) -> str:
+    """Validate a rule's claim and value; returns the stripped claim."""
     claim = claim.strip()
     if not claim:
         raise ValidationError("claim must not be empty")
@@ -130,6 +127,18 @@ def set_mapping(
             re.compile(value)
         except re.error as exc:
             raise ValidationError(f"invalid regular expression: {exc}") from exc
+    return claim
+
+
+def set_mapping(
+    *, claim: str, value: str, role: str, idp: str | None = None, regex: bool = False,
+    actor: str | None = None, via: str = "cli",
+) -> tuple[RoleMapping, bool]:
+    """Create the mapping (claim, value) -> role; idempotent. Returns (mapping, created).
+
+    Raises ``RoleNotFound`` without touching the database when the role does not exist.
+    """
+    claim = _checked_rule(claim, value, regex)
     with transaction.atomic():
         role_obj = Role.objects.filter(name=role).first()
         if role_obj is None:
@@ -157,6 +166,40 @@ def remove_mapping(mapping_id: int, *, actor: str | None = None, via: str = "cli
         rbac.rules_changed()
         audit.record("mapping.removed", actor=actor, via=via, before=before, sessions_ended=ended)
     return before
+
+
+def update_mapping(
+    mapping_id: int, *, claim: str, value: str, role: str, idp: str | None = None, regex: bool = False,
+    actor: str | None = None, via: str = "cli",
+) -> RoleMapping:
+    """Change a mapping in place (same id). Holders of the role it granted before log in again,
+    since the change may take that role away from them. Audited as ``mapping.changed``."""
+    claim = _checked_rule(claim, value, regex)
+    with transaction.atomic():
+        mapping = RoleMapping.objects.select_for_update().filter(pk=mapping_id).first()
+        if mapping is None:
+            raise ValidationError(f"no mapping with id {mapping_id}")
+        role_obj = Role.objects.filter(name=role).first()
+        if role_obj is None:
+            raise RoleNotFound(role)
+        idp_obj = _resolve_idp(idp)
+        match = RoleMapping.Match.REGEX if regex else RoleMapping.Match.EXACT
+        duplicate = RoleMapping.objects.filter(
+            idp=idp_obj, claim=claim, value=value, match=match, role=role_obj
+        ).exclude(pk=mapping.pk)
+        if duplicate.exists():
+            raise ValidationError(f"an identical mapping exists (#{duplicate.first().pk})", code="unique")
+        before, old_role = mapping.summary(), mapping.role
+        mapping.idp, mapping.claim, mapping.value, mapping.match, mapping.role = (
+            idp_obj, claim, value, match, role_obj)
+        if mapping.summary() == before:
+            return mapping
+        mapping.save(update_fields=["idp", "claim", "value", "match", "role"])
+        ended = _end_holder_sessions(old_role)
+        rbac.rules_changed()
+        audit.record("mapping.changed", actor=actor, via=via, before=before, after=mapping.summary(),
+                     sessions_ended=ended)
+    return mapping
 
 
 @dataclass(frozen=True)
