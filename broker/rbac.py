@@ -7,6 +7,7 @@ test login and the real login all run the same code.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -80,6 +81,19 @@ def rules_changed() -> None:
         cache.incr(_RULES_VERSION_KEY)
     except ValueError:
         cache.set(_RULES_VERSION_KEY, 1, timeout=None)
+    _version_checked[0] = 0.0  # this process sees its own change at once
+
+
+_version_checked: list = [0.0, 0]
+
+
+def rules_version(max_age: float = 1.0) -> object:
+    """The cluster-wide rules version, read from Redis at most every ``max_age`` seconds
+    (for hot paths that cache results derived from the rules)."""
+    now = time.monotonic()
+    if now - _version_checked[0] > max_age:
+        _version_checked[:] = [now, cache.get(_RULES_VERSION_KEY, 0)]
+    return _version_checked[1]
 
 
 def current_rules(idp: IdentityProvider | None) -> list[Rule]:

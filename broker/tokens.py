@@ -8,7 +8,7 @@ token. Roles come from its claims through the same mapping rules as browser logi
 
 The hot path touches neither PostgreSQL nor the network: a validated token is remembered
 in process until it expires; provider settings and rules are reloaded at most every
-HOT_PATH_CONFIG_TTL seconds.
+HOT_PATH_CONFIG_TTL seconds; a change of roles or mapping rules is seen within a second.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ class TokenIdentity:
     roles: tuple[str, ...]
     expires_at: float
     username: str
+    issuer: str = ""
 
 
 @dataclass(frozen=True)
 class _Issuer:
     provider: Provider
-    rules: tuple[rbac.Rule, ...]
 
 
 class _Config:
@@ -84,7 +84,7 @@ class _Config:
                 provider = Provider.from_idp(idp)
             except LoginError:
                 continue  # no discovery cached: cannot validate its tokens
-            found[provider.issuer] = _Issuer(provider=provider, rules=tuple(rbac.rules_for_idp(idp)))
+            found[provider.issuer] = _Issuer(provider=provider)
         return found
 
     def reset(self) -> None:
@@ -93,13 +93,14 @@ class _Config:
 
 
 config = _Config()
-_validated: OrderedDict[bytes, TokenIdentity] = OrderedDict()
+# token digest -> (identity, rules version it was computed with)
+_validated: OrderedDict[bytes, tuple[TokenIdentity, object]] = OrderedDict()
 _validated_lock = threading.Lock()
 
 
-def _remember(digest: bytes, identity: TokenIdentity) -> None:
+def _remember(digest: bytes, identity: TokenIdentity, version: object) -> None:
     with _validated_lock:
-        _validated[digest] = identity
+        _validated[digest] = (identity, version)
         while len(_validated) > _CACHE_SIZE:
             _validated.popitem(last=False)
 
@@ -116,14 +117,18 @@ def validate_bearer(token: str) -> TokenIdentity:
         raise TokenError("invalid_token", "missing or oversized token")
     digest = hashlib.sha256(token.encode()).digest()
     remembered = _validated.get(digest)
-    now = time.time()
+    version = rbac.rules_version()
     if remembered is not None:
-        if remembered.expires_at > now:
-            return remembered
+        identity, seen_version = remembered
+        # Still valid, its roles computed under the current rules (a removed mapping or role
+        # takes effect within a second), and its IdP still configured.
+        if identity.expires_at > time.time() and seen_version == version and (
+                identity.issuer in config.issuers()):
+            return identity
         with _validated_lock:
             _validated.pop(digest, None)
     identity = _validate(token)
-    _remember(digest, identity)
+    _remember(digest, identity, version)
     return identity
 
 
@@ -164,9 +169,9 @@ def _validate(token: str) -> TokenIdentity:
         {k: v for k, v in claims.items() if k not in PROTOCOL_CLAIMS and k != "sub"},
         provider.idp.attribute_map,
     )
-    roles = tuple(rbac.roles_for(provider.slug, attributes, issuer.rules))
+    roles = tuple(rbac.roles_for(provider.slug, attributes, rbac.current_rules(provider.idp)))
     email = (attributes.get("email") or ("",))[0]
     return TokenIdentity(
         idp=provider.slug, subject=subject, email=email, roles=roles,
-        expires_at=float(claims["exp"]), username=f"{provider.slug}:{subject}",
+        expires_at=float(claims["exp"]), username=f"{provider.slug}:{subject}", issuer=provider.issuer,
     )

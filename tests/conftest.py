@@ -23,6 +23,7 @@ def _clean_cache():
     from broker import rbac
 
     rbac._rules_cache.clear()  # per-process caches follow Redis (just emptied)
+    rbac._version_checked[:] = [0.0, 0]
     yield
 
 

@@ -1,7 +1,7 @@
 """Admin surfaces only on the management listener.
 
-With ``ADMIN_SURFACES_PORTS`` set (e.g. ``8443``), ``/admin/`` and ``/api/`` answer 404 on any
-request that did not arrive on one of those ports. The port is the local port of the socket
+With ``ADMIN_SURFACES_PORTS`` set (e.g. ``8443``), ``/admin/``, ``/api/`` and ``/breakglass/``
+answer 404 on any request that did not arrive on one of those ports. The port is the local port of the socket
 the request came in on (gunicorn: ``GUNICORN_ADMIN_BIND``), never a client-supplied header
 such as ``Host`` or ``X-Forwarded-Port``. Gunicorn derives ``SERVER_PORT`` from the Host
 header on a unix socket, so there the port is unknown and the surfaces stay closed: the
@@ -19,7 +19,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 
 from .exceptions import json_error
 
-PREFIXES = ("/admin", "/api")
+# Break-glass logins are an admin surface too (deploy/nginx/management.conf routes them there).
+PREFIXES = ("/admin", "/api", "/breakglass")
 
 
 def is_admin_surface(path: str) -> bool:

@@ -189,3 +189,16 @@ def test_schema_and_docs_are_served_without_credentials(api):
     assert docs.status_code == 200
     assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/" in docs.content
     assert b"cdn" not in docs.content.lower() and b"unpkg" not in docs.content.lower()
+
+
+def test_removing_the_mapping_revokes_a_token_already_seen(api):
+    """A validated token is cached until it expires, but not its roles: a rule change applies
+    to the next request."""
+    from broker.models import RoleMapping
+    from broker.services import roles as role_service
+
+    client = api.client(api.token())
+    assert client.get("/api/v1/roles/").status_code == 200
+    mapping = RoleMapping.objects.get(role__name="portal_admin", value="api_admins")
+    role_service.remove_mapping(mapping.pk, actor="t")
+    assert client.get("/api/v1/roles/").status_code == 403
