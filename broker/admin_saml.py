@@ -17,7 +17,8 @@ from broker.models.idp import slug_validator
 class SamlRegistrationForm(forms.Form):
     slug = forms.CharField(max_length=63, validators=[slug_validator])
     name = forms.CharField(max_length=200, required=False)
-    metadata_url = forms.URLField(required=False, help_text="Fetched now and by `idp refresh`.")
+    metadata_url = forms.URLField(required=False, assume_scheme="https",
+                                  help_text="Fetched now and by `idp refresh`.")
     metadata_file = forms.FileField(required=False)
     metadata_xml = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), required=False,
                                    label="or paste the metadata XML")
