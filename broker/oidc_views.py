@@ -60,3 +60,28 @@ def backchannel_logout(request: HttpRequest, slug: str) -> HttpResponse:
     response = HttpResponse(status=200)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def end_session_redirect(request: HttpRequest, *, slug: str, id_token: str,
+                         next_url: str) -> HttpResponse | None:
+    """RP-initiated logout, after the local session has ended: send the browser to the
+    provider's end_session_endpoint (with id_token_hint) so it ends its session too. None when
+    the provider has none, or anything fails (the user is logged out here either way)."""
+    from django.conf import settings
+    from django.http import HttpResponseRedirect
+
+    from broker.protocols.oidc.logout import end_session_url
+
+    idp = IdentityProvider.objects.filter(slug=slug, protocol=IdentityProvider.Protocol.OIDC).first()
+    if idp is None:
+        return None
+    try:
+        # One fixed post-logout URI (the IdP picker), as providers require it registered exactly.
+        url = end_session_url(idp, id_token, f"{settings.BASE_URL}/sso/")
+    except LoginError as exc:
+        audit.record("oidc.end_session_failed", outcome="failure", idp=slug, reason=exc.code)
+        return None
+    if url is None:
+        return None
+    audit.record("oidc.end_session", idp=slug)
+    return HttpResponseRedirect(url)

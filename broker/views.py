@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from broker import audit, saml_views
+from broker import audit, oidc_views, saml_views
 from broker.errors import LoginError
 from broker.login import (
     BACKEND_ERRORS,
@@ -19,7 +19,7 @@ from broker.login import (
     SESSION_SUBJECT,
     login_failed,
 )
-from broker.models import IdentityProvider
+from broker.models import FederatedIdentity, IdentityProvider
 from broker.protocols import adapter_for
 from broker.redirects import safe_next
 
@@ -60,12 +60,17 @@ def me(request: HttpRequest) -> JsonResponse:
             {"error": "not_authenticated", "login_url": "/sso/"}, status=401
         )
     session = request.session
+    idp, subject = session.get(SESSION_IDP), session.get(SESSION_SUBJECT)
+    link = FederatedIdentity.objects.filter(idp__slug=idp, subject=subject).only(
+        "last_attributes").first() if idp else None
     return JsonResponse({
         "user": request.user.get_username(),
         "email": request.user.email,
-        "idp": session.get(SESSION_IDP),
-        "subject": session.get(SESSION_SUBJECT),
+        "idp": idp,
+        "subject": subject,
         "roles": session.get(SESSION_ROLES, []),
+        # The normalized attributes of this login (as the IdP sent them, after mapping).
+        "attributes": link.last_attributes if link else {},
     })
 
 
@@ -88,6 +93,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
         protocol = session.get(SESSION_PROTOCOL, "")
         name_id = session.get(saml_views.SESSION_NAME_ID)
         session_index = session.get(SESSION_INDEX, "")
+        id_token = session.get("broker_oidc_id_token", "")
         # The local session always ends first, whatever happens afterwards.
         logout(request)
         audit.record("logout", actor=username, idp=idp, subject=subject)
@@ -96,6 +102,11 @@ def logout_view(request: HttpRequest) -> HttpResponse:
                                                  session_index=session_index, next_url=next_url)
             if slo is not None:
                 return slo
+        if protocol == "oidc" and idp:
+            end_session = oidc_views.end_session_redirect(request, slug=idp, id_token=id_token,
+                                                          next_url=next_url)
+            if end_session is not None:
+                return end_session
     return redirect(next_url)
 
 

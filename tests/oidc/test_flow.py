@@ -367,3 +367,23 @@ def test_register_refuses_none_and_missing_secret(db, fake_op, secrets_env):
         register_fake(fake_op, client_secret_env="")
     assert not IdentityProvider.objects.exists()
 
+
+
+def test_rp_initiated_logout_goes_to_end_session_with_id_token_hint(oidc: OidcSetup):
+    from urllib.parse import parse_qs, urlsplit
+
+    import jwt
+
+    assert oidc.login().status_code == 302
+    response = oidc.client.post("/sso/logout/", {"next": "/portal/"})
+    # The local session ended first...
+    assert oidc.me().status_code == 401
+    # ...then the browser goes to the provider to end its session too.
+    assert response.status_code == 302
+    location = urlsplit(response["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == oidc.fake.url("/logout")
+    query = parse_qs(location.query)
+    assert query["post_logout_redirect_uri"] == ["https://sso.test/sso/"]
+    hint = jwt.decode(query["id_token_hint"][0], options={"verify_signature": False})
+    assert hint["iss"] == oidc.fake.issuer and "nonce" in hint  # the ID token of this login
+    assert AuditEvent.objects.filter(action="oidc.end_session", idp="op").exists()

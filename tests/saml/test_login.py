@@ -19,6 +19,8 @@ def test_login_with_signed_response_and_assertion(saml):
     me = saml.client.get("/sso/me/").json()
     assert me["idp"] == "corp" and me["subject"] == "alice"
     assert me["roles"] == ["portal_admin"]
+    assert me["attributes"]["email"] == ["alice@corp.example"]
+    assert me["attributes"]["affiliation"] == ["staff"]
     link = FederatedIdentity.objects.get(idp__slug="corp", subject="alice")
     assert link.last_attributes["email"] == ["alice@corp.example"]
     assert link.last_attributes["given_name"] == ["Alice"]

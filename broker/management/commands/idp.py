@@ -175,7 +175,8 @@ class Command(SubcommandCommand):
         self.stdout.write(self.style.SUCCESS(
             f"OpenID Provider {idp.slug} registered.\n"
             f"Redirect URI to register at the provider: {settings.BASE_URL}/sso/{slug}/oidc/callback/\n"
-            f"Back-channel logout URI: {settings.BASE_URL}/sso/{slug}/oidc/backchannel-logout/"))
+            f"Back-channel logout URI: {settings.BASE_URL}/sso/{slug}/oidc/backchannel-logout/\n"
+            f"Post-logout redirect URI: {settings.BASE_URL}/sso/"))
 
     def handle_rotate_secret(self, *, actor: str, slug: str, secondary_env: str | None,
                              secondary_file: str | None, promote: bool, retire: bool, **_) -> None:
