@@ -147,7 +147,8 @@ class ProviderBackend(OIDCAuthenticationBackend):
         header = jwt.get_unverified_header(token)
         return jwks.signing_key(self.provider, header.get("kid"), header.get("alg", ""))
 
-    def _key_for(self, token: str, alg: str) -> Any:
+    def key_for(self, header: dict, alg: str) -> Any:
+        """The verification key for a token whose (unverified) JOSE header is ``header``."""
         if alg in SYMMETRIC:
             # HS* only when the provider is explicitly configured for it, and the key is our
             # client secret: never a public key from the JWKS (key-type confusion).
@@ -155,7 +156,7 @@ class ProviderBackend(OIDCAuthenticationBackend):
                 raise LoginError("oidc_algorithm", "HS* needs a client secret")
             credentials = dict(self._credentials())
             return credentials.get(self.secret_used or "primary", next(iter(credentials.values()))).encode()
-        return self.retrieve_matching_jwk(token)
+        return jwks.signing_key(self.provider, header.get("kid"), alg)
 
     def verify_token(self, token: str, **kwargs: Any) -> dict:  # type: ignore[override]
         """Verify an ID token fully: alg allow-list, signature, iss, aud/azp, exp/iat/nbf
@@ -172,7 +173,7 @@ class ProviderBackend(OIDCAuthenticationBackend):
             *ASYMMETRIC, *SYMMETRIC
         ):
             raise LoginError("oidc_algorithm", f"alg {alg!r} not allowed (allowed: {', '.join(allowed)})")
-        key = self._key_for(token, alg)
+        key = self.key_for(header, alg)
         try:
             claims = jwt.decode(
                 token, key, algorithms=[alg], audience=self.provider.client_id,
@@ -229,7 +230,7 @@ class ProviderBackend(OIDCAuthenticationBackend):
         if alg not in self.provider.algorithms or alg == "none":
             raise LoginError("oidc_algorithm", f"userinfo alg {alg!r}")
         try:
-            return jwt.decode(token, self._key_for(token, alg), algorithms=[alg],
+            return jwt.decode(token, self.key_for(header, alg), algorithms=[alg],
                               options={"verify_aud": False, "require": ["sub"]})
         except jwt.PyJWTError as exc:
             raise _jwt_error(exc) from exc

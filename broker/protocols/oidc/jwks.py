@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jwt
 from django.conf import settings
@@ -119,6 +121,12 @@ def signing_key(provider: Provider, kid: str | None, alg: str) -> jwt.PyJWK:
     if jwk is None:
         raise LoginError("invalid_signature", f"no key for kid={kid!r} alg={alg}")
     try:
-        return jwt.PyJWK(jwk, algorithm=alg)
+        return _key_object(json.dumps(jwk, sort_keys=True), alg)
     except jwt.PyJWTError as exc:
         raise LoginError("invalid_signature", f"unusable key {kid!r}: {exc}") from exc
+
+
+@lru_cache(maxsize=256)
+def _key_object(jwk_json: str, alg: str) -> jwt.PyJWK:
+    """Parsing a JWK into a key costs more than verifying with it: parse each key once."""
+    return jwt.PyJWK(json.loads(jwk_json), algorithm=alg)

@@ -34,7 +34,7 @@ def verify_logout_token(idp: IdentityProvider, token: str) -> dict:
         raise LoginError("oidc_algorithm", f"alg {alg!r}")
     try:
         claims = jwt.decode(
-            token, backend._key_for(token, alg), algorithms=[alg], audience=provider.client_id,
+            token, backend.key_for(header, alg), algorithms=[alg], audience=provider.client_id,
             issuer=provider.issuer, leeway=provider.skew,
             options={"require": ["iss", "aud", "iat", "jti", "events"]},
         )
