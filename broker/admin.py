@@ -13,7 +13,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from broker import admin_saml, admin_simulator, admin_status, audit, rbac
+from broker import admin_oidc, admin_saml, admin_simulator, admin_status, audit, rbac
 from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
 from broker.services import roles as roles_service
 
@@ -62,11 +62,16 @@ class IdentityProviderAdmin(AuditedAdmin):
 
     def get_urls(self):
         custom = [path("add-saml/", self.admin_site.admin_view(self.add_saml_view),
-                       name="broker_identityprovider_add_saml")]
+                       name="broker_identityprovider_add_saml"),
+                  path("add-oidc/", self.admin_site.admin_view(self.add_oidc_view),
+                       name="broker_identityprovider_add_oidc")]
         return custom + super().get_urls()
 
     def add_saml_view(self, request):
         return admin_saml.register_view(self, request)
+
+    def add_oidc_view(self, request):
+        return admin_oidc.register_view(self, request)
 
     list_display = ("slug", "name", "protocol", "enabled", "last_login_at", "trust_age", "keys_age",
                     "cert_expiry", "warnings", "sp_metadata")
