@@ -13,7 +13,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from broker import admin_oidc, admin_saml, admin_simulator, admin_status, audit, rbac
+from broker import admin_oidc, admin_saml, admin_simulator, admin_status, admin_testlogin, audit, rbac
 from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
 from broker.services import roles as roles_service
 
@@ -59,12 +59,17 @@ class IdentityProviderAdmin(AuditedAdmin):
     audit_name = "idp"
     actions = [admin_saml.refresh_metadata]
     change_list_template = "admin/broker/idp_changelist.html"
+    change_form_template = "admin/broker/idp_change_form.html"
 
     def get_urls(self):
         custom = [path("add-saml/", self.admin_site.admin_view(self.add_saml_view),
                        name="broker_identityprovider_add_saml"),
                   path("add-oidc/", self.admin_site.admin_view(self.add_oidc_view),
-                       name="broker_identityprovider_add_oidc")]
+                       name="broker_identityprovider_add_oidc"),
+                  path("<int:object_id>/test-login/", self.admin_site.admin_view(self.test_login_view),
+                       name="broker_identityprovider_test_login"),
+                  path("test-login/<str:key>/", self.admin_site.admin_view(self.test_login_result_view),
+                       name="broker_identityprovider_test_login_result")]
         return custom + super().get_urls()
 
     def add_saml_view(self, request):
@@ -72,6 +77,12 @@ class IdentityProviderAdmin(AuditedAdmin):
 
     def add_oidc_view(self, request):
         return admin_oidc.register_view(self, request)
+
+    def test_login_view(self, request, object_id):
+        return admin_testlogin.start_view(self, request, object_id)
+
+    def test_login_result_view(self, request, key):
+        return admin_testlogin.result_view(self, request, key)
 
     list_display = ("slug", "name", "protocol", "enabled", "last_login_at", "trust_age", "keys_age",
                     "cert_expiry", "warnings", "sp_metadata")

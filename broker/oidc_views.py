@@ -30,6 +30,10 @@ def callback(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         idp = _oidc_idp(slug)
         principal, next_url, session_data = oidc.complete(request, idp)
+        if session_data.pop("test_mode", False):
+            from broker.admin_testlogin import show_result
+
+            return show_result(request, idp, principal)
         return complete_login(request, principal, next_url, session_data=session_data, idp=idp)
     except LoginError as exc:
         return login_failed(request, exc, idp=slug)

@@ -83,6 +83,10 @@ def acs(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         idp = _saml_idp(slug)
         principal, next_url, session_data = saml.complete(request, idp)
+        if session_data.pop("test_mode", False):
+            from broker.admin_testlogin import show_result
+
+            return show_result(request, idp, principal)
         return complete_login(request, principal, next_url, session_data=session_data, idp=idp)
     except LoginError as exc:
         return login_failed(request, exc, idp=slug)

@@ -34,7 +34,7 @@ def callback_url(idp: IdentityProvider) -> str:
     return f"{settings.BASE_URL}/sso/{idp.slug}/oidc/callback/"
 
 
-def begin(request: HttpRequest, idp: IdentityProvider, next_url: str) -> HttpResponse:
+def begin(request: HttpRequest, idp: IdentityProvider, next_url: str, mode: str = "login") -> HttpResponse:
     provider = Provider.from_idp(idp)
     state = loginstate.new_handle()
     nonce = token_urlsafe(32)
@@ -53,7 +53,7 @@ def begin(request: HttpRequest, idp: IdentityProvider, next_url: str) -> HttpRes
     response = HttpResponseRedirect(f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}")
     response["Cache-Control"] = "no-store"
     loginstate.begin(request, response, "oidc", state,
-                     {"idp": idp.slug, "nonce": nonce, "verifier": verifier, "next": next_url})
+                     {"idp": idp.slug, "nonce": nonce, "verifier": verifier, "next": next_url, "mode": mode})
     return response
 
 
@@ -97,4 +97,7 @@ def complete(request: HttpRequest, idp: IdentityProvider) -> tuple[Principal, st
         )
     except ValueError as exc:
         raise LoginError("invalid_principal", str(exc)) from exc
-    return principal, pending["next"], {"oidc_id_token": id_token}
+    session_data = {"oidc_id_token": id_token}
+    if pending.get("mode") == "test":
+        session_data["test_mode"] = True  # an admin's test login: show, change nothing
+    return principal, pending["next"], session_data

@@ -23,7 +23,7 @@ __all__ = ["begin", "complete", "begin_logout", "complete_logout", "logout_messa
            "receive_logout_request"]
 
 
-def begin(request: HttpRequest, idp: IdentityProvider, next_url: str) -> HttpResponse:
+def begin(request: HttpRequest, idp: IdentityProvider, next_url: str, mode: str = "login") -> HttpResponse:
     """Redirect (or POST) the browser to the IdP with a signed AuthnRequest.
 
     The request ID is stored, bound to this browser, under an opaque RelayState handle;
@@ -46,5 +46,5 @@ def begin(request: HttpRequest, idp: IdentityProvider, next_url: str) -> HttpRes
         response = HttpResponseRedirect(location)
     response["Cache-Control"] = "no-store"
     loginstate.begin(request, response, "saml", handle,
-                     {"idp": idp.slug, "request_id": request_id, "next": next_url})
+                     {"idp": idp.slug, "request_id": request_id, "next": next_url, "mode": mode})
     return response

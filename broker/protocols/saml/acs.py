@@ -251,4 +251,6 @@ def complete(request: HttpRequest, idp: IdentityProvider) -> tuple[Principal, st
         } if name_id is not None else None,
     }
     next_url = pending["next"] if pending else safe_next(relay_state)
+    if pending and pending.get("mode") == "test":
+        session_data["test_mode"] = True  # an admin's test login: show, change nothing
     return principal, next_url, session_data
