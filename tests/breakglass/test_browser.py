@@ -57,6 +57,10 @@ def served_account(live_server, settings):
     settings.BREAKGLASS_WEBAUTHN_ORIGIN = base
     out = io.StringIO()
     call_command("breakglass", "create", "bg-browser", stdout=out)
+    from broker.models import IdentityProvider
+
+    IdentityProvider.objects.create(slug="legacy-adfs", name="Legacy ADFS", protocol="saml",
+                                    legacy_crypto=True)
     return base, parse_secrets(out.getvalue())
 
 
@@ -82,8 +86,12 @@ def test_enrol_and_sign_in_with_a_security_key(served_account, browser_page, tmp
     page.wait_for_url("**/admin/")
     assert page.is_visible("#breakglass-banner")
     page.screenshot(path=str(tmp_path / "admin.png"))
+    # The IdP list, with its status columns and warnings.
+    page.goto(base + "/admin/broker/identityprovider/")
+    assert page.is_visible("text=legacy crypto")
+    page.screenshot(path=str(tmp_path / "idp_list.png"), full_page=True)
     # Browsers ask for /favicon.ico on their own; the broker serves none (not a page error).
     assert [u for u in missing if not u.endswith("/favicon.ico")] == []
     assert [e for e in errors if not e.endswith("/favicon.ico")] == []
-    for name in ("enroll", "login", "verify", "admin"):
+    for name in ("enroll", "login", "verify", "admin", "idp_list"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
