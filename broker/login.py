@@ -105,8 +105,8 @@ def complete_login(
                 SESSION_USERNAME: user.get_username(),
                 **{f"broker_{k}": v for k, v in (session_data or {}).items()},
             })
-            # Saved now (not at the end of the response) so the key exists for the registry.
-            request.session.save()
+            # cycle_key() (in django_login) already created the new key in the store; the data
+            # is written once, by the session middleware, at the end of the response.
             sessions.register(
                 request.session.session_key, idp=principal.idp, subject=principal.subject,
                 sid=principal.session_index or "", user_id=user.pk,

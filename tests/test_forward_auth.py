@@ -25,6 +25,7 @@ def session_cookie(make_idp, make_role, make_principal, session_request):
     request = session_request()
     complete_login(request, make_principal(attributes={"mail": "alice@corp.example",
                                                       "groups": ["api_admins"]}))
+    request.session.save()  # what the session middleware does at the end of the response
     return request.session.session_key
 
 

@@ -119,6 +119,7 @@ def session_client(api, make_idp, make_principal, session_request):
             make_idp("corp")
         request = session_request()
         complete_login(request, make_principal(subject=subject, attributes={"groups": list(groups)}))
+        request.session.save()  # as the session middleware does at the end of the response
         client = Client(enforce_csrf_checks=True)
         client.cookies[settings.SESSION_COOKIE_NAME] = request.session.session_key
         return client

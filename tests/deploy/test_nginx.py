@@ -284,6 +284,7 @@ def login(make_idp, make_role, make_principal, session_request):
         request = session_request()
         complete_login(request, make_principal(subject, attributes={
             "mail": f"{subject}@corp.example", "groups": groups}))
+        request.session.save()  # as the session middleware does at the end of the response
         return f"{COOKIE}={request.session.session_key}", request.session[SESSION_USERNAME]
 
     return _login
