@@ -219,12 +219,43 @@ class UserRoleAdmin(AuditedAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only for everyone, superusers included."""
+    """Read-only for everyone, superusers included (the database refuses changes anyway).
 
-    list_display = ("id", "time", "action", "outcome", "actor", "idp", "reason", "source_ip")
-    list_filter = ("action", "outcome", "idp", "time")
-    search_fields = ("actor", "subject", "request_id", "reason")
+    Filters by action, outcome, actor, IdP and time. Holders of ``broker.export_auditevent``
+    (the ``auditor`` role) also get ``export/?since=...&until=...[&action=&actor=&idp=]``:
+    the signed JSONL export, audited like ``manage.py audit export``.
+    """
+
+    class ActorFilter(admin.SimpleListFilter):
+        """Actors of recent events (any actor works as ``?actor=NAME``)."""
+
+        title = "actor"
+        parameter_name = "actor"
+        recent = 5000
+
+        def lookups(self, request, model_admin):
+            last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            actors = (AuditEvent.objects.filter(id__gt=last - self.recent).exclude(actor="").order_by()
+                      .values_list("actor", flat=True).distinct())
+            return [(a, a) for a in sorted(actors)[:100]]
+
+        def queryset(self, request, queryset):
+            return queryset.filter(actor=self.value()) if self.value() else queryset
+
+    list_display = ("id", "seq", "time", "action", "outcome", "actor", "idp", "reason", "source_ip")
+    list_filter = ("action", "outcome", ActorFilter, "idp", ("time", admin.DateFieldListFilter))
+    search_fields = ("actor", "subject", "request_id", "reason", "action")
     date_hierarchy = "time"
+    show_full_result_count = False  # no COUNT(*) over millions of rows per page
+
+    def get_urls(self):
+        from broker.audit.views import export_view
+
+        custom = [path("export/", self.admin_site.admin_view(export_view), name="broker_auditevent_export")]
+        return custom + super().get_urls()
+
+    def get_actions(self, request):
+        return {}  # no bulk delete, nothing else either
 
     def has_add_permission(self, request):
         return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -345,6 +346,27 @@ EMAIL_HOST_PASSWORD = (
 EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 5)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", f"sso-broker@{_base.hostname}")
+
+# --- Audit ---------------------------------------------------------------------------
+# Append-only, hash-chained audit log with signed checkpoints (README "Audit log").
+# Ed25519 signing key (``audit keygen``; 0600, separate from the SP keys); its public half is
+# written beside it as ``<name>.pub`` for auditors.
+AUDIT_SIGNING_KEY_FILE = Path(os.environ.get("AUDIT_SIGNING_KEY_FILE", VAR_DIR / "audit" / "ed25519.key"))
+# A signed checkpoint every N sealed events, and when events arrive T seconds after the last
+# one (``audit checkpoint`` from cron covers idle periods; 0 turns a trigger off).
+AUDIT_CHECKPOINT_EVERY = _env_int("AUDIT_CHECKPOINT_EVERY", 1000)
+AUDIT_CHECKPOINT_SECONDS = _env_int("AUDIT_CHECKPOINT_SECONDS", 300)
+# Every checkpoint is also appended to this file outside the database (JSON lines), and
+# POSTed to the webhook when set (failures are logged, never fatal).
+AUDIT_CHECKPOINT_SINK = Path(os.environ.get("AUDIT_CHECKPOINT_SINK", VAR_DIR / "audit" / "checkpoints.jsonl"))
+AUDIT_CHECKPOINT_WEBHOOK = os.environ.get("AUDIT_CHECKPOINT_WEBHOOK", "").strip()
+AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT = _env_int("AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT", 5)
+# Test runs only (default: on under pytest): lets a superuser session TRUNCATE the audit
+# tables, which Django's flush between transactional tests needs. Never set it in production.
+AUDIT_ALLOW_TEST_FLUSH = _env_bool("AUDIT_ALLOW_TEST_FLUSH", "pytest" in sys.modules)
+if AUDIT_ALLOW_TEST_FLUSH and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options["options"] = f"{_db_options.get('options', '')} -c broker.audit_allow_truncate=on".strip()
 
 # --- Misc ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -320,9 +320,17 @@ class BreakGlassSerializer(serializers.Serializer):
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = ("id", "time", "action", "outcome", "actor", "source_ip", "request_id", "idp", "subject",
-                  "reason", "data")
+        fields = ("id", "seq", "time", "action", "outcome", "actor", "source_ip", "request_id", "idp",
+                  "subject", "reason", "data", "prev_hash", "hash")
         read_only_fields = fields
+
+
+class AuditExportSerializer(serializers.Serializer):
+    since = BoundedDateTimeField(help_text="Events at or after this time (ISO 8601).")
+    until = BoundedDateTimeField(help_text="Events before this time (ISO 8601).")
+    action = serializers.CharField(max_length=64, required=False, help_text="Exact action.")
+    actor = serializers.CharField(max_length=300, required=False)
+    idp = serializers.CharField(max_length=63, required=False)
 
 
 class AuditFilterSerializer(serializers.Serializer):

@@ -7,6 +7,8 @@ from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from broker.breakglass.accounts import summary
 from broker.models import AuditEvent, BreakGlassAccount, FederatedIdentity, UserRole
@@ -64,6 +66,11 @@ class BreakGlassViewSet(viewsets.ReadOnlyModelViewSet):
         return super().get_serializer(instance, *args, **kwargs)
 
 
+def _actor(request) -> str:
+    user = request.user
+    return user.get_username() if hasattr(user, "get_username") else str(user)
+
+
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit log, newest first by default. Auditors and admins only."""
 
@@ -94,3 +101,28 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
                 qs = qs.filter(**{name: f[name]})
         page = self.paginate_queryset(qs.order_by(f["ordering"]))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(parameters=[s.AuditExportSerializer], responses={(200, "application/x-ndjson"): str})
+    @action(detail=False, methods=["get"], url_path="export")
+    def export(self, request, *args, **kwargs):
+        """Stream a signed export (JSON lines + manifest), verifiable offline with
+        ``manage.py audit verify --export FILE --public-key KEY``. The export is audited."""
+        from django.http import StreamingHttpResponse
+
+        from broker.audit import export as audit_export
+
+        filters = s.AuditExportSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        f = filters.validated_data
+        wanted = audit_export.Filters(since=f["since"], until=f["until"], action=f.get("action", ""),
+                                      actor=f.get("actor", ""), idp=f.get("idp", ""))
+        try:
+            prepared = audit_export.prepare(wanted, "jsonl", actor=_actor(request), destination="api")
+        except audit_export.ExportError as exc:
+            return Response({"code": "export_refused", "message": str(exc)}, status=exc.status)
+        response = StreamingHttpResponse(prepared.chunks(), content_type="application/x-ndjson")
+        response["Content-Disposition"] = (
+            f'attachment; filename="audit-{f["since"]:%Y%m%d}-{f["until"]:%Y%m%d}.jsonl"')
+        response["Cache-Control"] = "no-store"
+        response["X-Audit-Export-Id"] = prepared.export_id
+        return response
