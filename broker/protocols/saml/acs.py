@@ -38,7 +38,7 @@ from broker.principal import Principal, normalize_attributes
 
 from .client import acs_url, client_for, idp_entity_id, sp_entity_id
 from .crypto import Refused, WeakAlgorithm
-from .security import validate_received
+from .security import received_document_validated, validate_received
 from .xmlguard import XmlRefused, check_no_doctype
 
 logger = logging.getLogger("broker.saml")
@@ -153,8 +153,9 @@ def verify_response(client, backend, encoded: str, decoded: bytes, outstanding: 
     try:
         # conv_info makes pysaml2 check SubjectConfirmationData/@Recipient (without it,
         # verify_recipient accepts anything): the signed Recipient must be our ACS URL.
-        resp = client.parse_authn_request_response(
-            encoded, BINDING_HTTP_POST, outstanding=outstanding, conv_info={"entity_id": acs})
+        with received_document_validated():
+            resp = client.parse_authn_request_response(
+                encoded, BINDING_HTTP_POST, outstanding=outstanding, conv_info={"entity_id": acs})
     except Exception as exc:  # every pysaml2 failure becomes a named refusal
         raise _error_for(exc, solicited=solicited) from exc
     if resp is None:

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import saml2.response
 from saml2.sigver import (
     ALLOWED_CANONICALIZATIONS,
     ALLOWED_TRANSFORMS,
@@ -47,6 +50,31 @@ def validate_received(document: bytes) -> None:
     so the signature checks on elements of this very document need not validate again."""
     schema.validate(document)
     _validated.digest = _digest(document)
+
+
+@contextmanager
+def received_document_validated() -> Iterator[None]:
+    """While pysaml2 parses the document just passed to ``validate_received``, skip its own
+    object-level validation of it (``valid_instance``, the same constraints as the XSDs the
+    document was just validated against with libxml2): validated once, not twice."""
+    _validated.parsing = True
+    try:
+        yield
+    finally:
+        _validated.parsing = False
+
+
+_pysaml2_valid_instance = saml2.response.valid_instance
+
+
+def _valid_instance(instance) -> bool:
+    if getattr(_validated, "parsing", False):
+        return True
+    return _pysaml2_valid_instance(instance)
+
+
+# pysaml2's StatusResponse._postamble calls this module-level name for the message it parsed.
+saml2.response.valid_instance = _valid_instance
 
 
 def _validate(decoded_xml: str | bytes, item) -> None:
