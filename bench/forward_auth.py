@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -25,20 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import admin_sql, free_port  # noqa: E402
+
 DB = "bench_forward_auth"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _admin_sql(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 class _Provider:
@@ -51,7 +40,7 @@ class _Provider:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
         jwk.update({"kid": "bench-1", "use": "sig", "alg": "RS256"})
-        port = _free_port()
+        port = free_port()
         self.issuer = f"http://127.0.0.1:{port}"
         documents = {
             "/.well-known/openid-configuration": {
@@ -108,7 +97,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         subprocess.run(["bash", str(ROOT / "scripts/install-system-deps.sh"), "wrk"], check=True)
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}", "REDIS_URL": "redis://127.0.0.1:6379/12",
@@ -117,8 +106,8 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "portal_sso.settings", "OIDC_CLIENT_SECRET": "bench-secret",
     }
     os.environ.update(env)
-    _admin_sql(f"DROP DATABASE IF EXISTS {DB}")
-    _admin_sql(f"CREATE DATABASE {DB}")
+    admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+    admin_sql(f"CREATE DATABASE {DB}")
     server = None
     try:
         import django
@@ -184,7 +173,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        _admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+        admin_sql(f"DROP DATABASE IF EXISTS {DB}")
 
 
 if __name__ == "__main__":

@@ -26,20 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import admin_sql, free_port  # noqa: E402
+
 DB = "bench_login"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _admin_sql(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def _begin(port: int, n: int) -> list[tuple[str, str]]:
@@ -101,7 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="concurrent clients")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-login-"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}", "REDIS_URL": "redis://127.0.0.1:6379/12",
@@ -111,8 +101,8 @@ def main() -> None:
         "BROKER_VAR_DIR": str(workdir),
     }
     os.environ.update(env)
-    _admin_sql(f"DROP DATABASE IF EXISTS {DB}")
-    _admin_sql(f"CREATE DATABASE {DB}")
+    admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+    admin_sql(f"CREATE DATABASE {DB}")
     server = None
     try:
         import django
@@ -188,7 +178,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        _admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+        admin_sql(f"DROP DATABASE IF EXISTS {DB}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ must not point the broker at another secret it holds); the CLI has no such limit
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -16,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from rest_framework import serializers
 
+from broker.admin_saml import json_object
 from broker.api.fields import check_env_reference, check_file_reference
 from broker.errors import LoginError
 from broker.models.idp import slug_validator
@@ -51,13 +50,7 @@ class OidcRegistrationForm(forms.Form):
         return _reference(check_file_reference, self.cleaned_data.get("client_secret_file", ""))
 
     def clean_attribute_map(self) -> dict:
-        try:
-            value = json.loads(self.cleaned_data.get("attribute_map") or "{}")
-        except ValueError as exc:
-            raise ValidationError(f"not JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise ValidationError("must be a JSON object")
-        return value
+        return json_object(self.cleaned_data.get("attribute_map"))
 
     def clean(self):
         data = super().clean()

@@ -14,6 +14,17 @@ from django.urls import reverse
 from broker.models.idp import slug_validator
 
 
+def json_object(raw: str | None) -> dict:
+    """A form field's text as a JSON object (attribute maps)."""
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError as exc:
+        raise ValidationError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValidationError("must be a JSON object")
+    return value
+
+
 class SamlRegistrationForm(forms.Form):
     slug = forms.CharField(max_length=63, validators=[slug_validator])
     name = forms.CharField(max_length=200, required=False)
@@ -35,14 +46,7 @@ class SamlRegistrationForm(forms.Form):
     jit_allowed = forms.BooleanField(required=False, initial=True, label="Just-in-time provisioning")
 
     def clean_attribute_map(self) -> dict:
-        raw = self.cleaned_data.get("attribute_map") or "{}"
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise ValidationError(f"not JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise ValidationError("must be a JSON object")
-        return value
+        return json_object(self.cleaned_data.get("attribute_map"))
 
     def clean(self):
         data = super().clean()
