@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import admin_sql, free_port  # noqa: E402
+from common import admin_sql, free_port, stop_and_drop  # noqa: E402
 
 DB = "bench_forward_auth"
 
@@ -167,13 +167,7 @@ def main() -> None:
             print(f"  {name:32s} {rps:8.0f} req/s  p99 {p99:6.2f} ms  ({rps / plain:.2f}x plain)")
         print("  targets: Bearer >= 5000 req/s, cookie >= 4000 req/s, p99 < 10 ms")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        from django.db import connections
-
-        connections.close_all()
-        admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+        stop_and_drop(server, DB)
 
 
 if __name__ == "__main__":

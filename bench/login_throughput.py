@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import admin_sql, free_port  # noqa: E402
+from common import admin_sql, free_port, stop_and_drop  # noqa: E402
 
 DB = "bench_login"
 
@@ -172,13 +172,7 @@ def main() -> None:
               f"({'exactly one each' if succeeded == ok else 'MISMATCH'})")
         print("  target: >= 500 logins/s, zero errors, one login.succeeded per login")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        from django.db import connections
-
-        connections.close_all()
-        admin_sql(f"DROP DATABASE IF EXISTS {DB}")
+        stop_and_drop(server, DB)
 
 
 if __name__ == "__main__":

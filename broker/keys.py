@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from broker import audit, context
+from broker.files import write_atomic
 
 logger = logging.getLogger("broker.keys")
 
@@ -89,29 +89,13 @@ def _paths(slot: str) -> tuple[Path, Path]:
     return key_dir() / f"{slot}.key", key_dir() / f"{slot}.crt"
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write a 0600 temp file beside ``path``, fsync, set ``mode``, rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _apply(changes: dict[str, bytes | None]) -> None:
     """Write (bytes) or delete (None) files of the key directory, in order; fsync the directory."""
     for name, data in changes.items():
         if data is None:
             (key_dir() / name).unlink(missing_ok=True)
         else:
-            _write_atomic(key_dir() / name, data, 0o600 if name.endswith(".key") else 0o644)
+            write_atomic(key_dir() / name, data, 0o600 if name.endswith(".key") else 0o644)
     fd = os.open(key_dir(), os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -147,7 +131,7 @@ def _commit(changes: dict[str, bytes | None], action: str, actor: str | None, **
         with transaction.atomic():
             audit.record(action, actor=actor, **data)
             text = {n: None if b is None else b.decode("latin-1") for n, b in undo.items()}
-            _write_atomic(journal, json.dumps({"undo": text}).encode(), 0o600)
+            write_atomic(journal, json.dumps({"undo": text}).encode(), 0o600)
             applied = True
             _apply(changes)
             journal.unlink()

@@ -314,7 +314,7 @@ def test_failed_activation_never_leaves_a_broken_current(keydir, monkeypatch):
     old = keys.generate(size=BITS)
     new = keys.rotate()["next"]
     before = {p.name: p.read_bytes() for p in keydir.iterdir() if not p.name.startswith(".")}
-    real_write, calls = keys._write_atomic, []
+    real_write, calls = keys.write_atomic, []
 
     def full_disk(path, data, mode):
         calls.append(path.name)
@@ -322,12 +322,12 @@ def test_failed_activation_never_leaves_a_broken_current(keydir, monkeypatch):
             raise OSError(28, "No space left on device")
         real_write(path, data, mode)
 
-    monkeypatch.setattr(keys, "_write_atomic", full_disk)
+    monkeypatch.setattr(keys, "write_atomic", full_disk)
     with pytest.raises(OSError, match="No space"):
         keys.rotate(activate=True)
     assert calls[:5] == [".journal.json", "previous.key", "previous.crt", "current.key", "current.crt"]
     assert (keydir / ".journal.json").exists()
-    monkeypatch.setattr(keys, "_write_atomic", real_write)
+    monkeypatch.setattr(keys, "write_atomic", real_write)
 
     assert keys.current().fingerprint_sha256 == old.fingerprint_sha256
     assert keys.load("next").fingerprint_sha256 == new and keys.load("previous") is None

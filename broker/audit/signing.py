@@ -12,14 +12,14 @@ import base64
 import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from broker.files import write_atomic
 
 from .canonical import canonical_json
 
@@ -50,22 +50,6 @@ def public_pem(public_key: Ed25519PublicKey) -> bytes:
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def generate(private_path: Path, *, force: bool = False) -> tuple[str, str | None]:
     """Create a key pair; returns (new fingerprint, replaced fingerprint or None)."""
     private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -78,12 +62,12 @@ def generate(private_path: Path, *, force: bool = False) -> tuple[str, str | Non
         old_key = load_private(private_path).public_key()
         old = fingerprint(old_key)
         archived = private_path.with_name(f"{private_path.stem}.{old.split(':')[1][:16]}.pub")
-        _write_atomic(archived, public_pem(old_key), 0o644)
+        write_atomic(archived, public_pem(old_key), 0o644)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    _write_atomic(private_path, pem, 0o600)
-    _write_atomic(public_path(private_path), public_pem(key.public_key()), 0o644)
+    write_atomic(private_path, pem, 0o600)
+    write_atomic(public_path(private_path), public_pem(key.public_key()), 0o644)
     _cache.clear()
     return fingerprint(key.public_key()), old
 
