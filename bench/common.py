@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import os
 import socket
 
 
@@ -28,3 +30,24 @@ def stop_and_drop(server, database: str) -> None:
 
     connections.close_all()
     admin_sql(f"DROP DATABASE IF EXISTS {database}")
+
+
+def cpu_by_process(groups: dict[str, str]) -> collections.Counter:
+    """CPU seconds used so far by every process on this machine (Linux /proc), summed by
+    group: a process belongs to the first group whose marker is in its command line, else to
+    its program name. Take one before and one after a run and subtract."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: collections.Counter = collections.Counter()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        group = next((g for g, marker in groups.items() if marker in cmdline), name)
+        used[group] += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return used

@@ -22,12 +22,14 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import admin_sql, free_port, stop_and_drop  # noqa: E402
+from common import admin_sql, cpu_by_process, free_port, stop_and_drop  # noqa: E402
+from login_breakdown import breakdown  # noqa: E402
 
 DB = "bench_login"
 
@@ -47,8 +49,10 @@ def _begin(port: int, n: int) -> list[tuple[str, str]]:
     return started
 
 
-def _post_all(port: int, jobs: list[tuple[str, bytes]], threads: int,
-              deadline: float) -> tuple[int, int, list]:
+def _load(port: int, requests: list[tuple[str, str, bytes | None, dict]], threads: int,
+          deadline: float, ok: Callable[[http.client.HTTPResponse], bool]) -> tuple[int, int, list]:
+    """Send each (method, path, body, headers) once, from ``threads`` keep-alive clients,
+    until done or ``deadline``. Returns (good, bad, latencies in ms)."""
     lock = threading.Lock()
     index = {"next": 0}
     outcome = {"ok": 0, "failed": 0}
@@ -60,16 +64,18 @@ def _post_all(port: int, jobs: list[tuple[str, bytes]], threads: int,
             with lock:
                 i = index["next"]
                 index["next"] += 1
-            if i >= len(jobs):
+            if i >= len(requests):
                 break
-            cookie, body = jobs[i]
+            method, path, body, headers = requests[i]
             start = time.perf_counter()
-            conn.request("POST", "/sso/bench/saml/acs/", body=body, headers={
-                "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             elapsed = (time.perf_counter() - start) * 1000
-            good = response.status == 302 and response.getheader("Location") == "/portal/"
+            good = ok(response)
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port)
             with lock:
                 outcome["ok" if good else "failed"] += 1
                 latencies.append(elapsed)
@@ -83,12 +89,30 @@ def _post_all(port: int, jobs: list[tuple[str, bytes]], threads: int,
     return outcome["ok"], outcome["failed"], latencies
 
 
+def _responses(idp_sim, base: str, started: list[tuple[str, str]],
+               offset: int = 0) -> list[tuple[str, bytes]]:
+    """The IdP's signed answer to each started login: (binding cookie, POST body)."""
+    jobs = []
+    for i, (cookie, location) in enumerate(started, start=offset):
+        request, relay_state = idp_sim.read_redirect(location)
+        xml = idp_sim.response_xml(
+            in_response_to=request.message.id, destination=f"{base}/sso/bench/saml/acs/",
+            sp_entity_id=f"{base}/sso/bench/saml/metadata/", subject=f"user{i % 500}",
+            attributes={"mail": [f"user{i % 500}@corp.example"], "isMemberOf": ["api_admins"]},
+        )
+        body = urllib.parse.urlencode({"SAMLResponse": base64.b64encode(xml.encode()).decode(),
+                                       "RelayState": relay_state}).encode()
+        jobs.append((cookie, body))
+    return jobs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--logins", type=int, default=3000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--breakdown", type=int, default=300, help="logins timed step by step")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-login-"))
     port = free_port()
@@ -96,7 +120,7 @@ def main() -> None:
     env = {
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}", "REDIS_URL": "redis://127.0.0.1:6379/12",
         "REDIS_KEY_PREFIX": "bench-login", "SECRET_KEY": "bench-" + "k" * 60, "BASE_URL": base,
-        "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
+        "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "INFO",  # the default
         "DJANGO_SETTINGS_MODULE": "portal_sso.settings", "SAML_KEY_DIR": str(workdir / "sp"),
         "BROKER_VAR_DIR": str(workdir),
     }
@@ -110,7 +134,8 @@ def main() -> None:
         django.setup()
         import logging
 
-        logging.getLogger("saml2").setLevel(logging.CRITICAL)
+        for handler in logging.getLogger().handlers:  # the server's log lines cost the same here,
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115  but are not printed
         from django.core.cache import cache
         from django.core.management import call_command
 
@@ -133,8 +158,8 @@ def main() -> None:
         roles.set_mapping(claim="groups", value="api_admins", role="portal_admin", actor="bench")
 
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "portal_sso.wsgi", "-b", f"127.0.0.1:{port}",
-             "-w", str(args.workers), "-k", "sync", "--access-logfile", "/dev/null"],
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "portal_sso.wsgi",
+             "-b", f"127.0.0.1:{port}", "-w", str(args.workers), "--access-logfile", "/dev/null"],
             cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             try:
@@ -146,31 +171,62 @@ def main() -> None:
         t0 = time.perf_counter()
         started = _begin(port, args.logins)
         begin_s = time.perf_counter() - t0
-        jobs = []
-        for i, (cookie, location) in enumerate(started):
-            request, relay_state = idp_sim.read_redirect(location)
-            xml = idp_sim.response_xml(
-                in_response_to=request.message.id, destination=f"{base}/sso/bench/saml/acs/",
-                sp_entity_id=f"{base}/sso/bench/saml/metadata/", subject=f"user{i % 500}",
-                attributes={"mail": [f"user{i % 500}@corp.example"], "isMemberOf": ["api_admins"]},
-            )
-            body = urllib.parse.urlencode({"SAMLResponse": base64.b64encode(xml.encode()).decode(),
-                                           "RelayState": relay_state}).encode()
-            jobs.append((cookie, body))
+        jobs = _responses(idp_sim, base, started)
         events_before = AuditEvent.objects.filter(action="login.succeeded").count()
 
+        # Baseline, same server and load generator: a plain view (/healthz), for 5 s.
+        plain = [("GET", "/healthz", None, {})] * 100_000
         t0 = time.perf_counter()
-        ok, failed, latencies = _post_all(port, jobs, args.threads, time.monotonic() + args.seconds)
+        plain_ok, _, _ = _load(port, plain, args.threads, time.monotonic() + 5, lambda r: r.status == 200)
+        plain_rps = plain_ok / (time.perf_counter() - t0)
+
+        groups = {"broker (gunicorn workers)": "gunicorn", "load generator (this bench)": "login_throughput"}
+        cpu_before = cpu_by_process(groups)
+        form = "application/x-www-form-urlencoded"
+        acs = [("POST", "/sso/bench/saml/acs/", body, {"Cookie": cookie, "Content-Type": form})
+               for cookie, body in jobs]
+        t0 = time.perf_counter()
+        ok, failed, latencies = _load(port, acs, args.threads, time.monotonic() + args.seconds,
+                                      lambda r: r.status == 302 and r.getheader("Location") == "/portal/")
         acs_s = time.perf_counter() - t0
+        cpu = cpu_by_process(groups) - cpu_before
         succeeded = AuditEvent.objects.filter(action="login.succeeded").count() - events_before
         p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
-        print(f"gunicorn sync x{args.workers}, {args.threads} concurrent clients, same 2-core host")
+        print(f"gunicorn sync x{args.workers}, {args.threads} concurrent clients, "
+              f"same {os.cpu_count()}-core host")
         print(f"  begin (AuthnRequest + pending state): {len(started) / begin_s:7.0f} /s (sequential)")
-        print(f"  ACS logins: {ok / acs_s:7.0f} logins/s  ({ok} ok, {failed} failed in {acs_s:.1f} s; "
-              f"median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms)")
+        print(f"  baseline, plain view (/healthz):      {plain_rps:7.0f} req/s")
+        print(f"  ACS logins: {ok / acs_s:7.0f} logins/s = {ok / acs_s / plain_rps:.3f}x the plain view "
+              f"({ok} ok, {failed} failed in {acs_s:.1f} s; median {statistics.median(latencies):.1f} ms, "
+              f"p99 {p99:.1f} ms)")
         print(f"  audit: {succeeded} login.succeeded events for {ok} logins "
               f"({'exactly one each' if succeeded == ok else 'MISMATCH'})")
         print("  target: >= 500 logins/s, zero errors, one login.succeeded per login")
+        print(f"  CPU per login during the ACS phase ({os.cpu_count()} cores, {acs_s:.1f} s):")
+        for group, seconds in cpu.most_common(6):
+            if seconds > 0.01 * acs_s:
+                print(f"    {group:30s} {seconds / max(ok, 1) * 1000:6.2f} ms  "
+                      f"({seconds / acs_s * 100:4.0f}% of one core)")
+
+        # Where a login's time goes: more logins, one at a time, in this process.
+        from django.test import Client
+
+        count = args.breakdown
+        extra = _responses(idp_sim, base, _begin(port, count), offset=len(jobs))
+        client = Client(SERVER_NAME="127.0.0.1")
+
+        def post(i: int) -> None:
+            cookie, body = extra[i]
+            response = client.post("/sso/bench/saml/acs/", body, content_type=form, HTTP_COOKIE=cookie)
+            assert response.status_code == 302 and response["Location"] == "/portal/", response.status_code
+
+        for i in range(min(20, count // 5)):  # warm-up
+            post(i)
+        wall, cpu_ms, steps = breakdown(lambda i: post(i + min(20, count // 5)), count - min(20, count // 5))
+        print(f"  where a login's time goes (in-process, one at a time, {wall:.2f} ms wall, "
+              f"{cpu_ms:.2f} ms CPU):")
+        for label, ms in steps:
+            print(f"    {label:55s} {ms:6.2f} ms  {ms / wall * 100:4.0f}%")
     finally:
         stop_and_drop(server, DB)
 

@@ -20,6 +20,7 @@ from importlib import import_module
 from urllib.parse import parse_qs, quote
 
 from django.conf import settings
+from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 from django.core.cache import caches
 
 from broker.login import SESSION_EMAIL, SESSION_IDP, SESSION_ROLES, SESSION_USERNAME
@@ -53,7 +54,7 @@ def _from_session(session_key: str) -> dict | None:
     if not session_key or len(session_key) > 64 or not session_key.isalnum():
         return None
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.cache":
+    if isinstance(store, CacheSessionStore):
         # Read the cache directly: SessionStore.load() turns a Redis outage into "no session";
         # here an outage must be a 503, not a login loop.
         data = caches[settings.SESSION_CACHE_ALIAS].get(store.cache_key) or {}

@@ -15,6 +15,7 @@ from broker.models import FederatedIdentity, IdentityProvider
 from broker.principal import Principal
 
 _USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
+LAST_LOGIN_RESOLUTION = 60  # seconds: "last login" (user and identity) is kept to the minute
 
 
 def _username_for(principal: Principal) -> str:
@@ -57,7 +58,7 @@ def resolve_user(principal: Principal, idp: IdentityProvider) -> AbstractBaseUse
     if getattr(user, "has_usable_password", lambda: False)():
         # A local password account (break-glass, createsuperuser) is never an SSO identity.
         raise LoginError("account_not_federated")
-    stale = link.last_login_at is None or (now - link.last_login_at).total_seconds() > 60
+    stale = link.last_login_at is None or (now - link.last_login_at).total_seconds() > LAST_LOGIN_RESOLUTION
     if stale or link.last_attributes != attributes:
         # Skipped for a repeat login within a minute with the same attributes: one write less
         # on the hot path, and "last login" stays accurate to the minute.
@@ -71,6 +72,15 @@ def resolve_user(principal: Principal, idp: IdentityProvider) -> AbstractBaseUse
     if changed:
         user.save(update_fields=changed)
     return user
+
+
+def update_last_login(sender, user: AbstractBaseUser, **kwargs) -> None:
+    """``user_logged_in`` receiver replacing Django's: write ``last_login`` only when it is more
+    than a minute old (the audit log keeps every login; this is what the admin lists show)."""
+    now = timezone.now()
+    if user.last_login is None or (now - user.last_login).total_seconds() > LAST_LOGIN_RESOLUTION:
+        user.last_login = now
+        user.save(update_fields=["last_login"])
 
 
 def _provision(principal: Principal, idp: IdentityProvider, attributes: dict) -> FederatedIdentity:

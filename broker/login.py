@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone
 
-from broker import audit, context, identity, rbac, sessions
+from broker import audit, context, identity, idp_cache, rbac, sessions
 from broker.errors import LoginError
 from broker.middleware import SESSION_AUTH_AT, SESSION_SEEN_AT
 from broker.models import IdentityProvider
@@ -36,6 +36,21 @@ SESSION_PROTOCOL = "broker_protocol"
 SESSION_USERNAME = "broker_username"
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+# "Last login" of an IdP is kept to the minute: see _idp_touch_due().
+_IDP_TOUCH_INTERVAL = 60.0
+_idp_touched: dict[int, float] = {}
+
+
+def _idp_touch_due(idp: IdentityProvider) -> bool:
+    """Should this login update the IdP's last_login_at? At most once a minute per cluster
+    (a Redis SET NX) and, before even asking Redis, once a minute per process: every login
+    writing one IdP row would serialize concurrent logins on its row lock."""
+    now = time.monotonic()
+    if now - _idp_touched.get(idp.pk, -_IDP_TOUCH_INTERVAL) < _IDP_TOUCH_INTERVAL:
+        return False
+    _idp_touched[idp.pk] = now
+    return cache.add(f"idp-last-login:{idp.pk}", 1, timeout=int(_IDP_TOUCH_INTERVAL))
 
 
 def _backend_errors() -> tuple[type[BaseException], ...]:
@@ -63,20 +78,18 @@ def complete_login(
     logout, OIDC ID token hint), stored in the new session. Raises ``LoginError``; the
     caller renders it with ``login_failed``.
     """
-    if idp is None or idp.slug != principal.idp:
-        idp = IdentityProvider.objects.filter(slug=principal.idp).first()
-    if idp is None:
-        raise LoginError("idp_unknown")
-    if not idp.enabled:
-        raise LoginError("idp_disabled")
     try:
+        if idp is None or idp.slug != principal.idp:
+            idp = idp_cache.get(principal.idp)
+        if idp is None:
+            raise LoginError("idp_unknown")
+        if not idp.enabled:
+            raise LoginError("idp_disabled")
         with transaction.atomic():
             user = identity.resolve_user(principal, idp)
             grants = rbac.roles_for(principal.idp, principal.attributes, rbac.current_rules(idp))
             change = rbac.sync_roles(user, grants.keys())
-            if cache.add(f"idp-last-login:{idp.pk}", 1, timeout=60):
-                # At most once a minute: every login updating one IdP row would serialize
-                # concurrent logins on its row lock.
+            if _idp_touch_due(idp):
                 IdentityProvider.objects.filter(pk=idp.pk).update(last_login_at=timezone.now())
             audit.record(
                 "login.succeeded",
@@ -105,8 +118,9 @@ def complete_login(
                 SESSION_USERNAME: user.get_username(),
                 **{f"broker_{k}": v for k, v in (session_data or {}).items()},
             })
-            # cycle_key() (in django_login) already created the new key in the store; the data
-            # is written once, by the session middleware, at the end of the response.
+            # Written once, here, inside the transaction (broker.session_store: the new key
+            # was not written by cycle_key, and the middleware's save only sets the cookie).
+            request.session.save()
             sessions.register(
                 request.session.session_key, idp=principal.idp, subject=principal.subject,
                 sid=principal.session_index or "", user_id=user.pk,

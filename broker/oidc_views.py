@@ -7,14 +7,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from broker import audit, sessions
+from broker import audit, idp_cache, sessions
 from broker.errors import LoginError
 from broker.login import BACKEND_ERRORS, complete_login, login_failed
 from broker.models import IdentityProvider
 
 
 def _oidc_idp(slug: str) -> IdentityProvider:
-    idp = IdentityProvider.objects.filter(slug=slug, protocol=IdentityProvider.Protocol.OIDC).first()
+    idp = idp_cache.get(slug, IdentityProvider.Protocol.OIDC)
     if idp is None:
         raise LoginError("idp_unknown", slug)
     if not idp.enabled:

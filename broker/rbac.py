@@ -71,16 +71,16 @@ def roles_for(
     return dict(sorted(granted.items()))
 
 
-_RULES_VERSION_KEY = "rbac:rules-version"
+RULES_VERSION_KEY = "rbac:rules-version"
 _rules_cache: dict[int | None, tuple[object, list[Rule]]] = {}
 
 
 def rules_changed() -> None:
     """Call after any change to roles or mapping rules: every node reloads its rules."""
     try:
-        cache.incr(_RULES_VERSION_KEY)
+        cache.incr(RULES_VERSION_KEY)
     except ValueError:
-        cache.set(_RULES_VERSION_KEY, 1, timeout=None)
+        cache.set(RULES_VERSION_KEY, 1, timeout=None)
     _version_checked[0] = 0.0  # this process sees its own change at once
 
 
@@ -92,14 +92,16 @@ def rules_version(max_age: float = 1.0) -> object:
     (for hot paths that cache results derived from the rules)."""
     now = time.monotonic()
     if now - _version_checked[0] > max_age:
-        _version_checked[:] = [now, cache.get(_RULES_VERSION_KEY, 0)]
+        _version_checked[:] = [now, cache.get(RULES_VERSION_KEY, 0)]
     return _version_checked[1]
 
 
 def current_rules(idp: IdentityProvider | None) -> list[Rule]:
     """``rules_for_idp`` through a per-process cache, invalidated cluster-wide by
     ``rules_changed`` (one Redis read per login instead of a database query)."""
-    version = cache.get(_RULES_VERSION_KEY, 0)
+    version = getattr(idp, "rules_version", None)  # read with the IdP (broker.idp_cache)
+    if version is None:
+        version = cache.get(RULES_VERSION_KEY, 0)
     key = idp.pk if idp is not None else None
     cached = _rules_cache.get(key)
     if cached is not None and cached[0] == version:

@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from broker import audit, sessions
+from broker import audit, idp_cache, sessions
 from broker.errors import LoginError
 from broker.keys import KeysMissing
 from broker.login import (
@@ -34,7 +34,7 @@ SESSION_NAME_ID = "broker_saml_name_id"
 
 
 def _saml_idp(slug: str, *, must_be_enabled: bool = True) -> IdentityProvider:
-    idp = IdentityProvider.objects.filter(slug=slug, protocol=IdentityProvider.Protocol.SAML).first()
+    idp = idp_cache.get(slug, IdentityProvider.Protocol.SAML)
     if idp is None:
         raise LoginError("idp_unknown", slug)
     if must_be_enabled and not idp.enabled:
@@ -64,6 +64,8 @@ def metadata(request: HttpRequest, slug: str) -> HttpResponse:
         return render_error(request, exc)
     except KeysMissing:
         return render_error(request, LoginError("idp_unavailable", "SP keys missing"))
+    except BACKEND_ERRORS as exc:
+        return render_error(request, LoginError("backend_unavailable", type(exc).__name__))
     response = HttpResponse(xml, content_type="application/samlmetadata+xml")
     response["Content-Disposition"] = f'inline; filename="sp-metadata-{slug}.xml"'
     return response

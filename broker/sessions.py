@@ -41,19 +41,22 @@ def _redis():
     return None, None
 
 
-def _add(key: str, member: str) -> None:
+def _add(keys: list[str], member: str) -> None:
+    """Add ``member`` to each set, refreshing its TTL: one round trip for all of them."""
     client, redis = _redis()
     ttl = settings.SESSION_MAX_AGE
     if redis is not None:
-        full = client.make_key(key)
-        pipe = redis.pipeline()
-        pipe.sadd(full, member)
-        pipe.expire(full, ttl)
+        pipe = redis.pipeline(transaction=False)
+        for key in keys:
+            full = client.make_key(key)
+            pipe.sadd(full, member)
+            pipe.expire(full, ttl)
         pipe.execute()
         return
-    members = set(cache.get(key) or ())
-    members.add(member)
-    cache.set(key, members, timeout=ttl)
+    for key in keys:
+        members = set(cache.get(key) or ())
+        members.add(member)
+        cache.set(key, members, timeout=ttl)
 
 
 def _pop_all(key: str) -> set[str]:
@@ -72,8 +75,7 @@ def _pop_all(key: str) -> set[str]:
 
 def register(session_key: str, *, idp: str, subject: str, sid: str = "", user_id: int | None = None) -> None:
     """Remember that ``session_key`` belongs to this login."""
-    for key in _keys(idp, subject, sid, user_id):
-        _add(key, session_key)
+    _add(_keys(idp, subject, sid, user_id), session_key)
 
 
 def _delete_sessions(session_keys: Iterable[str]) -> int:

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from broker import audit, oidc_views, saml_views
+from broker import audit, idp_cache, oidc_views, saml_views
 from broker.errors import LoginError
 from broker.login import (
     BACKEND_ERRORS,
@@ -39,7 +39,7 @@ def begin_login(request: HttpRequest, slug: str) -> HttpResponse:
     """Start a login at IdP ``slug``: the protocol adapter stores state and redirects."""
     next_url = safe_next(request.GET.get("next"))
     try:
-        idp = IdentityProvider.objects.filter(slug=slug).first()
+        idp = idp_cache.get(slug)
         if idp is None:
             raise LoginError("idp_unknown", slug)
         if not idp.enabled:

@@ -108,6 +108,14 @@ def pre_fork(server, worker):
         connections.close_all()
 
 
+def post_worker_init(worker):
+    """A serving worker seals audit events in its background thread only, in batches: no
+    request waits on the hash chain (broker.audit.background)."""
+    from broker.audit import background
+
+    background.serve_in_background()
+
+
 # The worker heartbeat file is fchmod'ed constantly; on overlayfs/disk-backed /tmp that can
 # block a worker. /dev/shm is a tmpfs in Docker and Kubernetes. (Gunicorn creates the file with
 # mkstemp: unique name, mode 0600, unlinked at once, so a shared directory is fine.)

@@ -206,7 +206,7 @@ else:
         },
     }
 
-SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+SESSION_ENGINE = "broker.session_store"  # cache (Redis) sessions; see the module
 SESSION_CACHE_ALIAS = "default"
 
 # Session lifetimes: an absolute maximum from login, and an idle timeout (Keycloak's
@@ -403,7 +403,12 @@ LOGGING = {
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # pysaml2 logs every assertion's NameID (personal data) and more at INFO, on every
+        # login; the broker's own log lines and audit events say what happened.
+        "saml2": {"level": "WARNING"},
+    },
 }
 
 # --- Admin API -----------------------------------------------------------------------------

@@ -14,6 +14,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_database_url() -> str:
+    """The test database the fixtures write to, as DATABASE_URL for a server or CLI process."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -24,8 +40,9 @@ class BrokerServer:
     """gunicorn serving portal_sso.wsgi with the given environment (nothing inherited but
     PATH/HOME, so what the server sees is exactly what the test says)."""
 
-    def __init__(self, env: dict[str, str], *, migrate: bool = False) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], *, migrate: bool = False, port: int | None = None,
+                 production_config: bool = False) -> None:
+        self.port = port or free_port()
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -37,7 +54,10 @@ class BrokerServer:
                            cwd=ROOT, env=self.env, check=True, timeout=120)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "portal_sso.wsgi", "-b", f"127.0.0.1:{self.port}",
-             "-w", "1", "--timeout", "30"],
+             "-w", "1", "--timeout", "30",
+             # deploy/gunicorn.conf.py (hooks, preload), its access log off: stdout is a pipe.
+             *(["-c", "deploy/gunicorn.conf.py", "--access-logfile", "/dev/null"]
+               if production_config else [])],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self._wait()

@@ -12,17 +12,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
 from broker import rbac
 from broker.models import AuditEvent, FederatedIdentity, IdentityProvider, Role, RoleMapping, UserRole
+from tests.servers import test_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -684,12 +683,8 @@ def test_help(argv, expected, capsys):
 
 def _subprocess_env() -> dict[str, str]:
     """The tests' environment, pointed at the test database the fixtures write to."""
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
     env = dict(os.environ)
-    env["DATABASE_URL"] = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["DATABASE_URL"] = test_database_url()
     env.pop("DJANGO_SETTINGS_MODULE", None)  # manage.py's default, as an operator runs it
     return env
 

@@ -2,7 +2,10 @@
 
 * Quiet process (no sealer thread running): the committing thread tries the chain lock and
   seals right away (deterministic for the CLI and tests). Lock busy: wake the thread.
-* Otherwise the committing thread only wakes this process's sealer thread (no database work).
+* Otherwise, and always in a serving process (``serve_in_background()``, called by the
+  gunicorn configuration's ``post_worker_init``), the committing thread only wakes this
+  process's sealer thread: no database work after the commit, so a login's response does
+  not wait on the chain.
 * The sealer thread tries to become *the* sealer of the cluster (a session advisory lock, one
   holder across every process and node). The leader seals in a loop, every ``POLL`` seconds
   while events keep coming, with optimistic hashing (``chain.seal(optimistic=True)``): the chain
@@ -31,12 +34,20 @@ IDLE = 2.0  # leader: step down (and close the connection) after this long witho
 RETRY = 0.05  # non-leader: at most one leadership attempt per this interval
 
 
+_served = [False]
+
+
+def serve_in_background() -> None:
+    """This process serves requests: seal in the sealer thread only, never in a request."""
+    _served[0] = True
+
+
 def after_commit(using: str = "default") -> None:
     """The ``on_commit`` callback of ``record()`` (robust: a failure is logged, never raised)."""
     from . import checkpoints
     from .chain import seal
 
-    if _sealer.active():
+    if _served[0] or _sealer.active():
         _sealer.wake(using)
         return
     try:

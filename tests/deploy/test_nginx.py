@@ -21,19 +21,18 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
-from django.db import connection
 
 from broker.login import SESSION_USERNAME, complete_login
 from broker.services import roles as role_service
 from tests.oidc.conftest import register_fake
 from tests.oidc.fake_op import FakeOP, self_signed_cert
-from tests.servers import ROOT, BrokerServer, free_port
+from tests.servers import ROOT, BrokerServer, free_port, test_database_url
 
 pytestmark = pytest.mark.slow
 
@@ -171,14 +170,6 @@ def _certificate(directory: Path) -> tuple[str, str]:
     return str(cert), str(key_file)
 
 
-def _test_database_url() -> str:
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @dataclass
 class Response:
     status: int
@@ -232,7 +223,7 @@ def stack(django_db_setup, tmp_path_factory) -> Stack:
         broker = BrokerServer({
             # The test database (committed data only: tests use transaction=True) and the
             # same Redis database and key prefix as this process, where sessions are made.
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": test_database_url(),
             "REDIS_URL": cache["LOCATION"],
             "REDIS_KEY_PREFIX": cache.get("KEY_PREFIX", ""),
             "SECRET_KEY": settings.SECRET_KEY,
