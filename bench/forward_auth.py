@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--config", default="deploy/gunicorn.conf.py",
+                        help="gunicorn configuration file ('' for gunicorn's defaults)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         subprocess.run(["bash", str(ROOT / "scripts/install-system-deps.sh"), "wrk"], check=True)
@@ -137,8 +139,11 @@ def main() -> None:
         token = provider.token(settings.API_AUDIENCE)
 
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "portal_sso.wsgi", "-b", f"127.0.0.1:{port}",
-             "-w", str(args.workers), "-k", "sync", "--access-logfile", "/dev/null", "--error-logfile", "-"],
+            # The production configuration (deploy/gunicorn.conf.py), bound and sized here.
+            [sys.executable, "-m", "gunicorn", *(["-c", args.config] if args.config else []),
+             "portal_sso.wsgi",
+             "-b", f"127.0.0.1:{port}", "-w", str(args.workers), "--access-logfile", "/dev/null",
+             "--error-logfile", "-"],
             cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for _ in range(100):

@@ -74,8 +74,11 @@ threads = 1
 
 # Recycle each worker after this many requests to bound slow memory growth (lxml/xmlsec
 # caches, fragmentation). The jitter staggers restarts so workers do not all recycle at once.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+# Large on purpose: forward-auth answers thousands of requests a second, and a recycled worker
+# leaves a gap of up to a second (the arbiter's poll) before its replacement serves; at 1,000
+# that halved the throughput of both /auth/verify and logins (bench/login_throughput.py).
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 200_000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 20_000)
 
 # A sync worker silent this long is killed. Outbound calls (IdP metadata, JWKS, token endpoint,
 # DB connect) have their own shorter timeouts, so 30 s only trips on a real hang.
