@@ -10,8 +10,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from broker import login_lookup
 from broker.errors import LoginError
-from broker.models import FederatedIdentity, IdentityProvider
+from broker.login_lookup import HeldRole
+from broker.models import FederatedIdentity, IdentityProvider, UserRole
 from broker.principal import Principal
 
 _USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
@@ -35,23 +37,23 @@ def _profile_fields(principal: Principal) -> dict[str, str]:
     }
 
 
-def resolve_user(principal: Principal, idp: IdentityProvider) -> AbstractBaseUser:
-    """The local user for ``principal``, provisioning one when the IdP allows it.
+def resolve_user(principal: Principal, idp: IdentityProvider) -> tuple[AbstractBaseUser, list[HeldRole]]:
+    """The local user for ``principal``, provisioning one when the IdP allows it, and the
+    roles the user holds (for ``rbac.sync_roles``).
 
     Raises ``LoginError`` when there is no user and JIT is off, or the user is inactive.
     Must run inside the login transaction.
     """
-    link = (
-        FederatedIdentity.objects.select_related("user")
-        .filter(idp=idp, subject=principal.subject)
-        .first()
-    )
+    found = login_lookup.find(idp.pk, principal.subject)
     now = timezone.now()
     attributes = {k: list(v) for k, v in principal.attributes.items()}
-    if link is None:
+    if found is None:
         if not idp.jit_allowed:
             raise LoginError("unknown_user", f"no local user for {idp.slug}:{principal.subject}")
         link = _provision(principal, idp, attributes)
+        held = list(_held_roles(link.user))  # none, unless a concurrent first login won the race
+    else:
+        link, _, held = found
     user = link.user
     if not user.is_active:
         raise LoginError("account_disabled")
@@ -71,7 +73,12 @@ def resolve_user(principal: Principal, idp: IdentityProvider) -> AbstractBaseUse
         setattr(user, name, profile[name])
     if changed:
         user.save(update_fields=changed)
-    return user
+    return user, held
+
+
+def _held_roles(user: AbstractBaseUser):
+    for name, row_id, source in UserRole.objects.filter(user=user).values_list("role__name", "id", "source"):
+        yield HeldRole(name=name, row_id=row_id, source=source)
 
 
 def update_last_login(sender, user: AbstractBaseUser, **kwargs) -> None:

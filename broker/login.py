@@ -86,9 +86,9 @@ def complete_login(
         if not idp.enabled:
             raise LoginError("idp_disabled")
         with transaction.atomic():
-            user = identity.resolve_user(principal, idp)
+            user, held = identity.resolve_user(principal, idp)
             grants = rbac.roles_for(principal.idp, principal.attributes, rbac.current_rules(idp))
-            change = rbac.sync_roles(user, grants.keys())
+            change = rbac.sync_roles(user, grants.keys(), held)
             if _idp_touch_due(idp):
                 IdentityProvider.objects.filter(pk=idp.pk).update(last_login_at=timezone.now())
             audit.record(

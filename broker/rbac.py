@@ -17,6 +17,7 @@ from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import transaction
 
+from broker.login_lookup import HeldRole
 from broker.models import IdentityProvider, Role, RoleMapping, UserRole
 
 
@@ -132,17 +133,22 @@ class RoleChange:
     revoked: list[str]
 
 
-def sync_roles(user: AbstractBaseUser, role_names: Iterable[str]) -> RoleChange:
+def sync_roles(user: AbstractBaseUser, role_names: Iterable[str],
+               held: Iterable[HeldRole] | None = None) -> RoleChange:
     """Make the user's federation-sourced roles exactly ``role_names``.
 
     Grants new ones, revokes those whose claim disappeared; manual roles stay. Then
     rebuilds the user's role groups and staff/superuser flags from all roles held.
-    Must run inside the login transaction.
+    ``held``: the user's roles as read in this transaction (``identity.resolve_user``), else
+    they are queried. Must run inside the login transaction.
     """
     wanted = set(role_names)
     current: dict[str, int] = {}
     manual: set[str] = set()
-    for name, row_id, source in UserRole.objects.filter(user=user).values_list("role__name", "id", "source"):
+    if held is None:
+        held = (HeldRole(*row) for row in
+                UserRole.objects.filter(user=user).values_list("role__name", "id", "source"))
+    for name, row_id, source in ((h.name, h.row_id, h.source) for h in held):
         if source == UserRole.Source.FEDERATION:
             current[name] = row_id
         else:

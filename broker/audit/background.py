@@ -29,7 +29,7 @@ from django.db import connections
 
 logger = logging.getLogger("broker.audit")
 LEADER_LOCK = 0x62726F6B61756403
-POLL = 0.01  # leader: pause between seals while events arrive
+POLL = 0.05  # leader: pause between seals while events arrive (batches of a few events under load)
 IDLE = 2.0  # leader: step down (and close the connection) after this long without events
 RETRY = 0.05  # non-leader: at most one leadership attempt per this interval
 
