@@ -13,7 +13,7 @@ from django.utils import timezone
 from broker import login_lookup
 from broker.errors import LoginError
 from broker.login_lookup import HeldRole
-from broker.models import FederatedIdentity, IdentityProvider, UserRole
+from broker.models import FederatedIdentity, IdentityProvider
 from broker.principal import Principal
 
 _USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
@@ -51,7 +51,7 @@ def resolve_user(principal: Principal, idp: IdentityProvider) -> tuple[AbstractB
         if not idp.jit_allowed:
             raise LoginError("unknown_user", f"no local user for {idp.slug}:{principal.subject}")
         link = _provision(principal, idp, attributes)
-        held = list(_held_roles(link.user))  # none, unless a concurrent first login won the race
+        held = login_lookup.held_roles(link.user)  # none, unless a concurrent first login won the race
     else:
         link, _, held = found
     user = link.user
@@ -74,11 +74,6 @@ def resolve_user(principal: Principal, idp: IdentityProvider) -> tuple[AbstractB
     if changed:
         user.save(update_fields=changed)
     return user, held
-
-
-def _held_roles(user: AbstractBaseUser):
-    for name, row_id, source in UserRole.objects.filter(user=user).values_list("role__name", "id", "source"):
-        yield HeldRole(name=name, row_id=row_id, source=source)
 
 
 def update_last_login(sender, user: AbstractBaseUser, **kwargs) -> None:

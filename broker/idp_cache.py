@@ -57,9 +57,9 @@ def get(slug: str, protocol: str | None = None) -> IdentityProvider | None:
         cached = (version, idp)
         if version is not None:
             _rows[slug] = cached
-    idp = copy.copy(cached[1])
-    if protocol is not None and idp.protocol != protocol:
+    if protocol is not None and cached[1].protocol != protocol:
         return None
+    idp = copy.copy(cached[1])
     idp.config = copy.deepcopy(idp.config)
     idp.attribute_map = copy.deepcopy(idp.attribute_map)
     idp._state = copy.copy(idp._state)

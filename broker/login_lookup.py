@@ -86,3 +86,9 @@ def find(idp_id: int, subject: str, *, using: str = DEFAULT_DB_ALIAS
     link.user = user
     roles = [HeldRole(name=row[-3], row_id=row[-2], source=row[-1]) for row in rows if row[-2] is not None]
     return link, user, roles
+
+
+def held_roles(user: AbstractBaseUser) -> list[HeldRole]:
+    """The roles ``user`` holds, through the ORM (outside the login's hot path)."""
+    rows = UserRole.objects.filter(user=user).values_list("role__name", "id", "source")
+    return [HeldRole(name=name, row_id=row_id, source=source) for name, row_id, source in rows]

@@ -17,6 +17,7 @@ from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import transaction
 
+from broker import login_lookup
 from broker.login_lookup import HeldRole
 from broker.models import IdentityProvider, Role, RoleMapping, UserRole
 
@@ -145,10 +146,8 @@ def sync_roles(user: AbstractBaseUser, role_names: Iterable[str],
     wanted = set(role_names)
     current: dict[str, int] = {}
     manual: set[str] = set()
-    if held is None:
-        held = (HeldRole(*row) for row in
-                UserRole.objects.filter(user=user).values_list("role__name", "id", "source"))
-    for name, row_id, source in ((h.name, h.row_id, h.source) for h in held):
+    for name, row_id, source in ((h.name, h.row_id, h.source) for h in
+                                 (held if held is not None else login_lookup.held_roles(user))):
         if source == UserRole.Source.FEDERATION:
             current[name] = row_id
         else:
