@@ -10,14 +10,19 @@ once for both.
 Invalidation is wired to the model's save/delete signals (as Django's own ``Site`` cache
 is), so the admin, the API, the CLI and metadata refreshes are all covered. A queryset
 ``update()`` bypasses them: only ``last_login_at`` is written that way, which nothing here
-depends on.
+depends on. Should publishing a change fail (Redis down at that moment, a failover to a
+replica that lost the key's last write), no row is used longer than HOT_PATH_CONFIG_TTL
+seconds anyway.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import time
 import uuid
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
@@ -25,8 +30,9 @@ from django.db.models.signals import post_delete, post_save
 from broker import rbac
 from broker.models import IdentityProvider
 
+logger = logging.getLogger("broker.idp_cache")
 _VERSION_KEY = "idp:config-version"
-_rows: dict[str, tuple[object, IdentityProvider]] = {}
+_rows: dict[str, tuple[object, IdentityProvider, float]] = {}  # slug -> (version, row, read at)
 
 
 def changed() -> None:
@@ -34,7 +40,10 @@ def changed() -> None:
     _rows.clear()  # this process sees its own change at once
     # A random token, not a counter: a counter reset (Redis lost the key) could come back to
     # a value some process cached rows under.
-    cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    try:
+        cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception:  # committed: other nodes see it after HOT_PATH_CONFIG_TTL at the latest
+        logger.exception("idp cache: could not publish an IdP change to the other nodes")
 
 
 def get(slug: str, protocol: str | None = None) -> IdentityProvider | None:
@@ -42,20 +51,26 @@ def get(slug: str, protocol: str | None = None) -> IdentityProvider | None:
     callers may change it (and save it) without touching what other requests see."""
     versions = cache.get_many([_VERSION_KEY, rbac.RULES_VERSION_KEY])
     version = versions.get(_VERSION_KEY)
-    if version is None:
+    if not settings.HOT_PATH_CONFIG_TTL or not _shared_cache():
+        version = None  # nothing is cached (see _shared_cache)
+    elif version is None:
         # No version yet (or Redis lost it): start one, and trust nothing cached before.
         version = uuid.uuid4().hex
         if not cache.add(_VERSION_KEY, version, timeout=None):
             version = None  # another process started one first: do not cache this read
+    now = time.monotonic()
     cached = _rows.get(slug)
-    if version is None or cached is None or cached[0] != version:
+    fresh = (version is not None and cached is not None and cached[0] == version
+             and now - cached[2] <= settings.HOT_PATH_CONFIG_TTL)
+    if not fresh:
         idp = IdentityProvider.objects.filter(slug=slug).first()
         if idp is None:
             return None  # unknown slugs are not cached: they cost a query, not memory
         # A read racing a change is safe: the change replaces the version after its
-        # commit, so whatever this read saw is dropped at the next login.
-        cached = (version, idp)
-        if version is not None:
+        # commit, so whatever this read saw is dropped at the next login. A read inside a
+        # transaction may see a change that is later rolled back: not cached.
+        cached = (version, idp, now)
+        if version is not None and not transaction.get_connection().in_atomic_block:
             _rows[slug] = cached
     if protocol is not None and cached[1].protocol != protocol:
         return None
@@ -66,6 +81,12 @@ def get(slug: str, protocol: str | None = None) -> IdentityProvider | None:
     # current_rules() reuses this instead of asking Redis again.
     idp.rules_version = versions.get(rbac.RULES_VERSION_KEY, 0)
     return idp
+
+
+def _shared_cache() -> bool:
+    """Is the cache shared by every process (Redis)? A local-memory cache (the embedded
+    default) cannot tell a server about a change made by the CLI: then nothing is cached."""
+    return not settings.EMBEDDED
 
 
 def _on_change(sender, **kwargs) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
+from django.contrib.auth import SESSION_KEY as AUTH_SESSION_KEY
 from django.contrib.auth import login as django_login
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
@@ -104,6 +105,10 @@ def complete_login(
                 authn_context=principal.authn_context,
             )
             # Inside the transaction: if the session store (Redis) fails, nothing is kept.
+            if AUTH_SESSION_KEY in request.session:
+                # Django keeps the key when the session already belongs to this user: rotate
+                # it anyway, so the write below is a SET NX of a key the browser does not hold.
+                request.session.cycle_key()
             django_login(request, user, backend=BACKEND)  # rotates the session key
             now = int(time.time())
             request.session.update({
@@ -127,6 +132,9 @@ def complete_login(
             )
     except BACKEND_ERRORS as exc:
         logger.error("login storage failure: %s", type(exc).__name__)
+        # Nothing of the half-done login reaches the session store at the end of the response
+        # (the browser's previous session, if any, was already rotated away: logged out).
+        request.session.modified = False
         raise LoginError("backend_unavailable", type(exc).__name__) from exc
     context.set_actor(user.get_username())
     return HttpResponseRedirect(safe_next(next_url))

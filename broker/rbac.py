@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group
 from django.core.cache import cache
@@ -101,6 +102,10 @@ def rules_version(max_age: float = 1.0) -> object:
 def current_rules(idp: IdentityProvider | None) -> list[Rule]:
     """``rules_for_idp`` through a per-process cache, invalidated cluster-wide by
     ``rules_changed`` (one Redis read per login instead of a database query)."""
+    if settings.EMBEDDED:
+        # Local-memory cache: a change made by the CLI (another process) could not reach this
+        # process's copy, so read the rules each time (a single node, off the fast path).
+        return rules_for_idp(idp)
     version = getattr(idp, "rules_version", None)  # read with the IdP (broker.idp_cache)
     if version is None:
         version = cache.get(RULES_VERSION_KEY, 0)

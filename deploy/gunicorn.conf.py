@@ -64,12 +64,14 @@ if _admin_bind:
 # and the request-context (broker.context) trivially correct.
 worker_class = "sync"
 # 2 x CPUs + 1 (gunicorn's rule of thumb). GUNICORN_WORKERS sets the number explicitly; use it
-# to cap the total of PostgreSQL connections: replicas x workers must stay under max_connections
+# to cap the total of PostgreSQL connections: 2 x replicas x workers must stay under max_connections
 # (minus what migrations, admin shells and other services need).
 workers = _env_int("GUNICORN_WORKERS", 0) or 2 * _cpu_count() + 1
-# One thread per worker, so each worker holds at most ONE database connection (Django keeps one
-# connection per thread, for DB_CONN_MAX_AGE seconds). threads > 1 would silently switch to the
-# gthread worker and multiply connections by the thread count.
+# One request thread per worker, so requests hold at most ONE database connection per worker
+# (Django keeps one connection per thread, for DB_CONN_MAX_AGE seconds); the audit sealer
+# thread (broker/audit/background.py) holds a second one while events arrive and closes it
+# when idle. So count TWO per worker. threads > 1 would silently switch to the gthread worker
+# and multiply connections by the thread count.
 threads = 1
 
 # Recycle each worker after this many requests to bound slow memory growth (lxml/xmlsec

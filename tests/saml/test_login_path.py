@@ -5,12 +5,14 @@ and "last login" is kept to the minute."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 
 from broker import idp_cache, session_store
@@ -34,7 +36,7 @@ def _started(saml):
 # --- cached IdPs -------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # committed rows: what the cache keeps
 def test_disabling_an_idp_is_seen_by_the_next_login(saml):
     assert saml.login().status_code == 302  # the IdP row is now cached in this process
     pending = _started(saml)
@@ -57,7 +59,7 @@ def test_a_change_made_by_another_process_is_seen_by_the_next_login(saml):
     assert saml.login().status_code == 302
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_lost_version_key_drops_what_was_cached(saml):
     """Redis lost the version (restart without persistence): nothing cached before is trusted."""
     assert saml.login().status_code == 302
@@ -67,6 +69,31 @@ def test_a_lost_version_key_drops_what_was_cached(saml):
     cache.delete(idp_cache._VERSION_KEY)
     assert saml.post(*pending).status_code == 403
     assert _refused_codes() == ["idp_disabled"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_cached_row_outlives_the_maximum_age(saml, settings, monkeypatch):
+    """A change that never reached the other nodes (publishing it failed) is seen anyway
+    after HOT_PATH_CONFIG_TTL seconds."""
+    settings.HOT_PATH_CONFIG_TTL = 30
+    assert saml.login().status_code == 302
+    pending = _started(saml)
+    IdentityProvider.objects.filter(slug="corp").update(enabled=False)  # no signal: unpublished
+    later = time.monotonic() + 31
+    monkeypatch.setattr(idp_cache.time, "monotonic", lambda: later)
+    assert saml.post(*pending).status_code == 403
+    assert _refused_codes() == ["idp_disabled"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_read_inside_a_transaction_is_not_kept(saml):
+    """What a transaction saw may be rolled back: only committed reads are cached."""
+    idp_cache.changed()  # nothing cached now
+    with transaction.atomic():
+        IdentityProvider.objects.filter(slug="corp").update(name="Renamed")  # no signal
+        assert idp_cache.get("corp").name == "Renamed"
+        transaction.set_rollback(True)
+    assert idp_cache.get("corp").name == "Corp"
 
 
 @pytest.mark.django_db
@@ -145,3 +172,41 @@ def test_last_login_is_kept_to_the_minute(saml):
     assert saml.login().status_code == 302
     user.refresh_from_db()
     assert user.last_login > first
+
+
+@pytest.mark.django_db
+def test_a_repeat_login_in_the_same_browser_gets_a_new_session_key(saml):
+    """Django keeps the key when the session already belongs to the same user; we rotate it."""
+    assert saml.login().status_code == 302
+    first = saml.client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert saml.login().status_code == 302
+    second = saml.client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert second != first
+    assert not session_store.SessionStore().exists(first)
+    assert saml.client.get("/sso/me/").json()["subject"] == "alice"
+
+
+@pytest.mark.django_db
+def test_a_login_failing_in_the_session_store_writes_no_session(saml, monkeypatch):
+    """Fault injection: Redis fails after the session data was prepared (the registry write).
+    The login is undone (503, no audit event) and no session holds any of it."""
+    import redis.exceptions
+
+    from broker import sessions
+
+    assert saml.login().status_code == 302
+    before = saml.client.cookies[settings.SESSION_COOKIE_NAME].value
+    succeeded = AuditEvent.objects.filter(action="login.succeeded").count()
+
+    def fail(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("injected")
+
+    monkeypatch.setattr(sessions, "register", fail)
+    response = saml.login()
+    assert response.status_code == 503
+    assert _refused_codes() == ["backend_unavailable"]
+    assert AuditEvent.objects.filter(action="login.succeeded").count() == succeeded
+    after = saml.client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert after == before  # no new session cookie was set
+    assert not session_store.SessionStore().exists(before)  # rotated away: logged out
+    assert saml.client.get("/sso/me/").status_code == 401
