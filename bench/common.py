@@ -21,6 +21,17 @@ def admin_sql(sql: str) -> None:
         conn.execute(sql)
 
 
+def fresh_django(env: dict[str, str], database: str) -> None:
+    """Point this process at ``env`` (DATABASE_URL naming ``database``), recreate that
+    database empty, and set Django up. Pair with ``stop_and_drop``."""
+    os.environ.update(env)
+    admin_sql(f"DROP DATABASE IF EXISTS {database}")
+    admin_sql(f"CREATE DATABASE {database}")
+    import django
+
+    django.setup()
+
+
 def stop_and_drop(server, database: str) -> None:
     """Stop the gunicorn the bench started (if any), close Django's connections, drop its DB."""
     if server is not None:

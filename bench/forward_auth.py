@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import admin_sql, free_port, stop_and_drop  # noqa: E402
+from common import free_port, fresh_django, stop_and_drop  # noqa: E402
 
 DB = "bench_forward_auth"
 
@@ -107,14 +107,9 @@ def main() -> None:
         "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "portal_sso.settings", "OIDC_CLIENT_SECRET": "bench-secret",
     }
-    os.environ.update(env)
-    admin_sql(f"DROP DATABASE IF EXISTS {DB}")
-    admin_sql(f"CREATE DATABASE {DB}")
     server = None
     try:
-        import django
-
-        django.setup()
+        fresh_django(env, DB)
         from django.conf import settings
         from django.contrib.auth import get_user_model
         from django.contrib.sessions.backends.cache import SessionStore

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import admin_sql, cpu_by_process, free_port, stop_and_drop  # noqa: E402
+from common import cpu_by_process, free_port, fresh_django, stop_and_drop  # noqa: E402
 from login_breakdown import breakdown  # noqa: E402
 
 DB = "bench_login"
@@ -134,14 +134,9 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "portal_sso.settings", "SAML_KEY_DIR": str(workdir / "sp"),
         "BROKER_VAR_DIR": str(workdir),
     }
-    os.environ.update(env)
-    admin_sql(f"DROP DATABASE IF EXISTS {DB}")
-    admin_sql(f"CREATE DATABASE {DB}")
     server = None
     try:
-        import django
-
-        django.setup()
+        fresh_django(env, DB)
         import logging
 
         for handler in logging.getLogger().handlers:  # the server's log lines cost the same here,

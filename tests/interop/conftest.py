@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from broker import keys
 from broker.protocols.saml.metadata import register
+from tests.servers import terminate
 
 HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "node_modules"
@@ -121,13 +122,7 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.protocols.oidc.discovery import register
 from broker.services import roles as role_service
+from tests.servers import terminate
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -175,13 +176,7 @@ class OpenIDProvider:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self._log.close()
 
 
